@@ -1,0 +1,79 @@
+# The two commands: `make run` (embedded platform, no servers) and `make test` (everything,
+# with a real Kafka broker and MongoDB-compatible server provisioned locally).
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+STACK  := $(PY) -m devtools.localstack
+PYTEST_ARGS ?=
+
+.PHONY: help setup run test lint format unit infra-up infra-down infra-status infra-logs \
+        token bench schemas clean
+
+help:
+	@echo "make run          start the embedded platform on http://127.0.0.1:8000 (docs at /docs)"
+	@echo "make test         lint + the whole suite against a local Kafka and FerretDB"
+	@echo "make unit         unit tests only (no servers)"
+	@echo "make infra-up     start the local Kafka + FerretDB (infra-down, infra-status, infra-logs)"
+	@echo "make token SUB=alice ROLE=agent   mint a development bearer token"
+	@echo "make bench        outbox throughput benchmark against the local stack"
+	@echo "make schemas      regenerate docs/events (JSON Schemas + AsyncAPI) from the contracts"
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+run: setup
+	$(PY) -m launcher.embedded
+
+lint: setup
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy shared devtools services/*/domain.py
+
+format: setup
+	$(PY) -m ruff check --fix .
+	$(PY) -m ruff format .
+
+unit: setup
+	$(PY) -m pytest tests/unit tests/contract $(PYTEST_ARGS)
+
+# Brings the local stack up, runs every test, and stops the stack again (KEEP_INFRA=1 keeps it).
+test: lint
+	$(STACK) up
+	set -a; eval "$$($(STACK) env)"; set +a; \
+	$(PY) -m pytest $(PYTEST_ARGS); status=$$?; \
+	if [ -z "$(KEEP_INFRA)" ]; then $(STACK) down; fi; \
+	exit $$status
+
+infra-up: setup
+	$(STACK) up
+
+infra-down: setup
+	$(STACK) down
+
+infra-status: setup
+	$(STACK) status
+
+infra-logs: setup
+	$(STACK) logs
+
+SUB  ?= alice
+ROLE ?= agent
+token: setup
+	@$(VENV)/bin/itsm-token --sub $(SUB) --role $(ROLE)
+
+bench: setup
+	$(STACK) up
+	set -a; eval "$$($(STACK) env)"; set +a; $(PY) -m bench.outbox_throughput
+
+schemas: setup
+	$(PY) -m shared.contracts.docs docs/events
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

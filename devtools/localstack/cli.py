@@ -1,0 +1,95 @@
+"""Command line: ``python -m devtools.localstack up|down|status|logs|env|provision``."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+from collections.abc import Sequence
+
+from devtools.localstack.config import (
+    COMPONENT_NAMES,
+    DEFAULT_TIMEOUT,
+    STOP_TIMEOUT,
+    LocalstackError,
+    cache_dir,
+    component,
+    env_vars,
+)
+from devtools.localstack.logs import _print_logs, _say
+from devtools.localstack.stack import down, provision, status, up
+
+EXIT_ERROR = 1
+EXIT_NOT_RUNNING = 3
+
+
+def _add_components(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "components",
+        nargs="*",
+        metavar="COMPONENT",
+        help=f"{' or '.join(COMPONENT_NAMES)} (default: all)",
+    )
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m devtools.localstack",
+        description="Run local Kafka + FerretDB without Docker.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_up = sub.add_parser("up", help="provision (if needed) and start, wait until ready")
+    _add_components(p_up)
+    p_up.add_argument(
+        "--timeout", type=float, default=DEFAULT_TIMEOUT, help=f"seconds ({DEFAULT_TIMEOUT:.0f})"
+    )
+    p_down = sub.add_parser("down", help=f"stop (SIGTERM, SIGKILL after {STOP_TIMEOUT:.0f} s)")
+    _add_components(p_down)
+    p_down.add_argument("--purge", action="store_true", help="also delete the data dirs")
+    p_status = sub.add_parser("status", help="show state; exit 0 if all running, else 3")
+    _add_components(p_status)
+    p_logs = sub.add_parser("logs", help="show the tail of the logs")
+    _add_components(p_logs)
+    p_logs.add_argument("-n", "--lines", type=int, default=50)
+    p_logs.add_argument("-f", "--follow", action="store_true")
+    p_env = sub.add_parser("env", help="print shell-sourceable connection settings")
+    p_env.add_argument("--export", action="store_true", help="prefix lines with `export`")
+    p_prov = sub.add_parser("provision", help="only download/build into the cache dir")
+    _add_components(p_prov)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; returns the process exit status."""
+    args = _parser().parse_args(argv)
+    names: list[str] = list(getattr(args, "components", None) or COMPONENT_NAMES)
+    try:
+        if args.command == "up":
+            up(names, timeout=args.timeout)
+            for name in names:
+                comp = component(name)
+                _say(f"{comp.name}: {comp.address}  log {comp.log_path}")
+        elif args.command == "down":
+            down(names, purge=args.purge)
+        elif args.command == "status":
+            results = [status(name) for name in names]
+            for st in results:
+                pid = str(st.pid) if st.pid is not None else "-"
+                print(f"{st.name:<9} {st.state:<13} pid {pid:<8} {st.address:<16} {st.log_path}")
+            if any(st.port_busy for st in results):
+                print("* port in use by a process not managed from this state dir")
+            return 0 if all(st.running for st in results) else EXIT_NOT_RUNNING
+        elif args.command == "logs":
+            _print_logs(names, args.lines, args.follow)
+        elif args.command == "env":
+            prefix = "export " if args.export else ""
+            for key, value in env_vars().items():
+                print(f"{prefix}{key}={shlex.quote(value)}")
+        elif args.command == "provision":
+            provision(names)
+            _say(f"cache: {cache_dir()}")
+    except LocalstackError as exc:
+        _say(f"error: {exc}")
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+    return 0

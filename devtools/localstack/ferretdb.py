@@ -1,0 +1,197 @@
+"""FerretDB (SQLite backend): build from the Go module proxy, run, readiness, private instances."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from devtools.localstack.config import (
+    FERRETDB_MODULE,
+    FERRETDB_VERSION,
+    HOST,
+    LocalstackError,
+    cache_dir,
+    mongo_port,
+)
+from devtools.localstack.files import _atomic_build, _is_complete, _make_writable
+from devtools.localstack.logs import _say
+from devtools.localstack.process import (
+    _run_logged,
+    _spawn,
+    _tool,
+    _wait_until_ready,
+    port_in_use,
+    stop_process,
+)
+
+# Location of the binary inside the cache dir (and inside the temporary build dir).
+_BINARY = Path("bin", "ferretdb")
+
+
+def ferretdb_home() -> Path:
+    return cache_dir() / f"ferretdb-{FERRETDB_VERSION}"
+
+
+def ferretdb_binary(provision: bool = True) -> Path:
+    """Path of the FerretDB binary; builds it (once) unless told not to."""
+    return provision_ferretdb() if provision else ferretdb_home() / _BINARY
+
+
+def provision_ferretdb() -> Path:
+    """Build FerretDB from the Go module proxy (once); returns the binary path."""
+    home = ferretdb_home()
+    binary = home / _BINARY
+    if _is_complete(home):
+        return binary
+    go = _tool("go", "GOROOT")
+
+    def build(tmp: Path) -> None:
+        _say(f"building FerretDB v{FERRETDB_VERSION} from the Go module proxy into {home} ...")
+        started = time.monotonic()
+        env = {**os.environ, "GOWORK": "off", "CGO_ENABLED": os.environ.get("CGO_ENABLED", "0")}
+        result = subprocess.run(
+            [go, "mod", "download", "-json", f"{FERRETDB_MODULE}@v{FERRETDB_VERSION}"],
+            cwd=tmp,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+        )
+        try:
+            info = json.loads(result.stdout)
+        except json.JSONDecodeError:
+            info = {}
+        module_dir = info.get("Dir")
+        if result.returncode != 0 or not module_dir:
+            detail = info.get("Error") or result.stderr.strip() or result.stdout.strip()
+            raise LocalstackError(f"go mod download {FERRETDB_MODULE} failed: {detail}")
+        src = tmp / "src"
+        shutil.copytree(module_dir, src, symlinks=True)
+        _make_writable(src)
+        # Without it the binary panics at start-up: "Invalid build/version/version.txt".
+        (src / "build" / "version" / "version.txt").write_text(f"v{FERRETDB_VERSION}\n")
+        (src / "build" / "version" / "package.txt").write_text("itsm-localstack\n")
+        cmd = [
+            go,
+            "build",
+            "-trimpath",
+            "-buildvcs=false",
+            "-o",
+            str(tmp / _BINARY),
+            "./cmd/ferretdb",
+        ]
+        _run_logged(cmd, tmp / "build.log", cwd=src, env=env)
+        if not (tmp / _BINARY).is_file():
+            raise LocalstackError(f"go build did not produce {_BINARY}")
+        _say(f"FerretDB built ({time.monotonic() - started:.0f}s)")
+
+    _atomic_build(home, build)
+    return binary
+
+
+def ferretdb_ping(port: int | None = None, host: str = HOST, timeout: float = 2.0) -> bool:
+    """True if a MongoDB-compatible server answers `ping` (TCP connect if pymongo is missing)."""
+    port = mongo_port() if port is None else port
+    try:
+        from pymongo import MongoClient
+        from pymongo.errors import PyMongoError
+    except ImportError:
+        try:
+            with socket.create_connection((host, port), timeout=timeout):
+                return True
+        except OSError:
+            return False
+    ms = max(int(timeout * 1000), 100)
+    client: MongoClient[dict[str, object]] = MongoClient(
+        host,
+        port,
+        directConnection=True,
+        serverSelectionTimeoutMS=ms,
+        connectTimeoutMS=ms,
+        socketTimeoutMS=ms,
+    )
+    try:
+        reply = client.admin.command("ping")
+        return bool(reply.get("ok"))
+    except PyMongoError:
+        return False
+    finally:
+        client.close()
+
+
+def ferretdb_command(
+    port: int,
+    data_dir: Path,
+    state: Path,
+    log_level: str = "WARN",
+    binary: Path | None = None,
+) -> list[str]:
+    """Command line for a FerretDB server with the SQLite backend on 127.0.0.1:port."""
+    return [
+        str(binary or ferretdb_binary()),
+        "--handler=sqlite",
+        f"--sqlite-url=file:{data_dir}/",
+        f"--listen-addr={HOST}:{port}",
+        "--debug-addr=-",
+        "--telemetry=disable",
+        f"--state-dir={state}",
+        f"--log-level={log_level}",
+        "--log-format=text",
+    ]
+
+
+def _spawn_ferretdb(
+    port: int,
+    data_dir: Path,
+    state: Path,
+    log_path: Path,
+    *,
+    log_level: str = "WARN",
+    binary: Path | None = None,
+) -> subprocess.Popen[bytes]:
+    """Create the data/state dirs and start FerretDB (no waiting); output goes to log_path."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    state.mkdir(parents=True, exist_ok=True)
+    cmd = ferretdb_command(port, data_dir, state, log_level=log_level, binary=binary)
+    return _spawn(cmd, log_path, cwd=state)
+
+
+def start_ferretdb(
+    port: int,
+    data_dir: Path,
+    log_path: Path,
+    state: Path | None = None,
+    *,
+    wait: bool = True,
+    timeout: float = 30.0,
+    log_level: str = "WARN",
+) -> subprocess.Popen[bytes]:
+    """Start an extra, independent FerretDB (own port and data dir); stop it with stop_process().
+
+    With wait=True (default) returns only once it answers `ping`. `state` defaults to
+    `<data_dir>-state` next to the data dir.
+    """
+    data_dir = Path(data_dir).resolve()
+    state = Path(state).resolve() if state else data_dir.with_name(f"{data_dir.name}-state")
+    log_path = Path(log_path)
+    if port_in_use(port):
+        raise LocalstackError(f"port {port} is already in use")
+    proc = _spawn_ferretdb(port, data_dir, state, log_path, log_level=log_level)
+    if wait:
+        try:
+            _wait_until_ready(
+                lambda: ferretdb_ping(port, timeout=1.0),
+                proc.pid,
+                f"FerretDB at {HOST}:{port}",
+                (log_path,),
+                timeout,
+            )
+        except BaseException:
+            stop_process(proc)
+            raise
+    return proc

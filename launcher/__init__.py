@@ -1,0 +1,1 @@
+"""Process launchers that compose several services (the embedded one-process platform)."""

@@ -1,0 +1,1 @@
+"""The platform's services. Each is independent: they meet only through `shared` contracts."""

@@ -1,0 +1,154 @@
+"""Per-record processing shared by both bus adapters: decode, dead-letter, retry."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import structlog
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.propagate import extract
+from prometheus_client import Counter
+
+from shared.bus.port import DeadLetterHeaders, Handler, PermanentEventError, TransientError
+from shared.contracts.codec import KafkaRecord, UndecodableRecord, decode
+from shared.contracts.envelope import Envelope
+from shared.contracts.topics import Topic
+
+log = structlog.get_logger(__name__)
+_tracer = trace.get_tracer("itsm.bus")
+
+DEAD_LETTERED = Counter(
+    "itsm_dead_lettered_records_total",
+    "Records routed to the dead-letter topic",
+    ["source_topic", "group"],
+)
+CONSUMED = Counter(
+    "itsm_consumed_events_total", "Events handled by a consumer group", ["topic", "group"]
+)
+
+
+@dataclass(frozen=True)
+class SourcePosition:
+    topic: str
+    partition: int
+    offset: int
+
+
+@dataclass
+class RetryPolicy:
+    """Backoff for handler failures. Transient errors retry forever (a dependency that is away
+    must not make us drop events); other exceptions retry `max_attempts` times, then the record
+    is dead-lettered so one bad event cannot stall its partition."""
+
+    initial: float = 0.05
+    maximum: float = 5.0
+    max_attempts: int = 5
+
+    def delay(self, attempt: int) -> float:
+        return float(min(self.maximum, self.initial * (2 ** (attempt - 1))))
+
+
+PublishRecord = Callable[[str, KafkaRecord], Awaitable[None]]
+
+
+class RecordProcessor:
+    def __init__(
+        self,
+        group: str,
+        handler: Handler,
+        publish_record: PublishRecord,
+        retry: RetryPolicy | None = None,
+        dead_letter_topic: str = Topic.DEAD_LETTER,
+    ) -> None:
+        self.group = group
+        self.handler = handler
+        self.publish_record = publish_record
+        self.retry = retry or RetryPolicy()
+        self.dead_letter_topic = dead_letter_topic
+        self.processed = 0
+
+    async def process(self, record: KafkaRecord, position: SourcePosition) -> None:
+        """Handle one record; returns when it is applied or dead-lettered (then commit)."""
+        try:
+            envelope = decode(record)
+        except UndecodableRecord as exc:
+            await self.dead_letter(record, position, exc.reason)
+            return
+        parent = extract({k: v.decode("latin-1") for k, v in record.headers})
+        token = otel_context.attach(parent)
+        try:
+            with _tracer.start_as_current_span(
+                f"{position.topic} process",
+                kind=trace.SpanKind.CONSUMER,
+                attributes={
+                    "messaging.system": "kafka",
+                    "messaging.destination.name": position.topic,
+                    "messaging.consumer.group.name": self.group,
+                    "messaging.message.id": envelope.id,
+                    "cloudevents.event_type": envelope.type,
+                    "cloudevents.event_subject": envelope.subject,
+                },
+            ):
+                await self._handle_with_retry(envelope, record, position)
+        finally:
+            otel_context.detach(token)
+
+    async def _handle_with_retry(
+        self, envelope: Envelope, record: KafkaRecord, position: SourcePosition
+    ) -> None:
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                await self.handler(envelope)
+            except PermanentEventError as exc:
+                await self.dead_letter(record, position, f"rejected: {exc}")
+                return
+            except TransientError as exc:
+                log.warning(
+                    "handler.transient_failure",
+                    group=self.group,
+                    event_id=envelope.id,
+                    attempt=attempt,
+                    error=str(exc),
+                )
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.exception("handler.failure", group=self.group, event_id=envelope.id)
+                if attempt >= self.retry.max_attempts:
+                    await self.dead_letter(
+                        record, position, f"handler failed {attempt} times: {exc!r}"[:400]
+                    )
+                    return
+            else:
+                self.processed += 1
+                CONSUMED.labels(position.topic, self.group).inc()
+                return
+            await asyncio.sleep(self.retry.delay(attempt))
+
+    async def dead_letter(self, record: KafkaRecord, position: SourcePosition, reason: str) -> None:
+        headers = (
+            *record.headers,
+            (DeadLetterHeaders.ERROR, reason.encode()),
+            (DeadLetterHeaders.TOPIC, position.topic.encode()),
+            (DeadLetterHeaders.PARTITION, str(position.partition).encode()),
+            (DeadLetterHeaders.OFFSET, str(position.offset).encode()),
+            (DeadLetterHeaders.GROUP, self.group.encode()),
+        )
+        await self.publish_record(
+            self.dead_letter_topic,
+            KafkaRecord(key=record.key, value=record.value, headers=headers),
+        )
+        DEAD_LETTERED.labels(position.topic, self.group).inc()
+        log.warning(
+            "record.dead_lettered",
+            group=self.group,
+            topic=position.topic,
+            partition=position.partition,
+            offset=position.offset,
+            reason=reason,
+        )

@@ -1,0 +1,16 @@
+"""The platform's topics as created at start-up."""
+
+from shared.bus.port import TopicSpec
+from shared.contracts.topics import Topic
+
+_THIRTY_DAYS_MS = str(30 * 24 * 3600 * 1000)
+
+
+def platform_topics(partitions: int) -> list[TopicSpec]:
+    """Every topic the platform uses. Event topics share one partition count so aggregates keyed
+    by id co-partition; the dead-letter topic keeps its records for 30 days for replay."""
+    specs = [TopicSpec(str(t), partitions) for t in Topic if t is not Topic.DEAD_LETTER]
+    specs.append(
+        TopicSpec(str(Topic.DEAD_LETTER), partitions, (("retention.ms", _THIRTY_DAYS_MS),))
+    )
+    return specs

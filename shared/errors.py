@@ -1,0 +1,25 @@
+"""Application errors raised by handlers, in the platform's terms; the HTTP layer maps each to
+a problem+json status."""
+
+from __future__ import annotations
+
+
+class NotFound(LookupError):
+    """No such object, or not one the caller may see (object-level access control answers
+    'not found' rather than confirming that the id exists)."""
+
+
+class Forbidden(PermissionError):
+    pass
+
+
+class PreconditionFailed(Exception):
+    """The caller's If-Match version is stale."""
+
+    def __init__(self, current_version: int) -> None:
+        super().__init__(f"the object is at version {current_version}")
+        self.current_version = current_version
+
+
+class PreconditionRequired(Exception):
+    pass

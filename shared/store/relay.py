@@ -1,0 +1,114 @@
+"""The outbox relay: publish pending events from aggregate documents, then remove them.
+
+Publish-then-remove gives at-least-once delivery: a crash in between republishes the events,
+and consumers drop them by sequence. The relay is nudged after each write for low latency and
+also polls, so events left behind by a crash are never stranded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+from typing import Any
+
+import structlog
+from prometheus_client import Counter
+from pymongo import UpdateOne
+
+from shared.background import BackgroundTask
+from shared.bus.port import Bus
+from shared.contracts.envelope import Envelope
+from shared.store.repository import OUTBOX
+from shared.telemetry import producer_span
+
+log = structlog.get_logger(__name__)
+
+PUBLISHED = Counter("itsm_outbox_published_total", "Events relayed from outboxes", ["collection"])
+RELAY_ERRORS = Counter("itsm_outbox_relay_errors_total", "Failed relay passes", ["relay"])
+
+
+class OutboxRelay:
+    def __init__(
+        self,
+        bus: Bus,
+        collections: Sequence[Any],
+        *,
+        poll_interval: float = 1.0,
+        batch_size: int = 500,
+        name: str = "outbox-relay",
+    ) -> None:
+        self._bus = bus
+        self._collections = list(collections)
+        self._poll_interval = poll_interval
+        self._batch_size = batch_size
+        self.name = name
+        self._wake = asyncio.Event()
+        self._worker = BackgroundTask(name)
+
+    def nudge(self) -> None:
+        self._wake.set()
+
+    async def start(self) -> None:
+        self._worker.start(self._run())
+
+    async def stop(self) -> None:
+        await self._worker.stop()
+
+    async def _run(self) -> None:
+        failures = 0
+        while True:
+            self._wake.clear()
+            try:
+                relayed = await self.run_once()
+                failures = 0
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                failures += 1
+                RELAY_ERRORS.labels(self.name).inc()
+                log.warning("outbox.relay_failed", relay=self.name, error=repr(exc))
+                await asyncio.sleep(min(0.1 * 2**failures, self._poll_interval * 5))
+                continue
+            if relayed:
+                continue  # there may be more behind this batch
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self._poll_interval)
+
+    async def run_once(self) -> int:
+        """One pass over every collection; returns the number of events relayed."""
+        relayed = 0
+        for collection in self._collections:
+            documents = (
+                await collection.find({f"{OUTBOX}.0": {"$exists": True}}, {OUTBOX: 1})
+                .limit(self._batch_size)
+                .to_list()
+            )
+            if not documents:
+                continue
+            await self._publish(documents)
+            await collection.bulk_write(
+                [
+                    UpdateOne({"_id": d["_id"]}, {"$pullAll": {OUTBOX: d[OUTBOX]}})
+                    for d in documents
+                ],
+                ordered=False,
+            )
+            count = sum(len(d[OUTBOX]) for d in documents)
+            PUBLISHED.labels(collection.name).inc(count)
+            relayed += count
+        return relayed
+
+    async def _publish(self, documents: list[dict[str, Any]]) -> None:
+        by_topic: dict[str, list[Envelope]] = {}
+        for document in documents:
+            for entry in document[OUTBOX]:  # in write order: one aggregate's events stay ordered
+                envelope = Envelope.from_document(entry)
+                with producer_span(entry["topic"], envelope) as traceparent:
+                    by_topic.setdefault(entry["topic"], []).append(
+                        envelope.with_traceparent(traceparent)
+                    )
+        await asyncio.gather(*(self._bus.publish(t, es) for t, es in by_topic.items()))
+
+
+__all__ = ["OutboxRelay"]

@@ -1,0 +1,192 @@
+"""The aggregate repository, outbox and idempotent projection — on the real MongoDB-compatible
+server (FerretDB) and on the in-memory twin, with the same assertions, so the twin stays honest."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from shared.bus.memory import InMemoryBus
+from shared.contracts import Topic
+from shared.contracts.codec import decode
+from shared.contracts.envelope import sequenced
+from shared.contracts.incidents import IncidentUpdated
+from shared.store.errors import AlreadyExists, ConcurrencyConflict
+from shared.store.memory import InMemoryDatabase
+from shared.store.projection import apply_if_newer
+from shared.store.relay import OutboxRelay
+from shared.store.repository import AggregateRepository
+from tests.integration.conftest import scratch_database
+from tests.support.polling import eventually
+
+NOW = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class Counter:
+    id: str
+    value: int
+    version: int
+
+
+class CounterRepository(AggregateRepository[Counter]):
+    collection_name = "counters_under_test"
+
+    def to_document(self, aggregate: Counter) -> dict[str, Any]:
+        return {"_id": aggregate.id, "value": aggregate.value, "version": aggregate.version}
+
+    def from_document(self, document: dict[str, Any]) -> Counter:
+        return Counter(document["_id"], document["value"], document["version"])
+
+
+def bumped(counter_id: str, after: int, count: int = 1) -> list:
+    events = [
+        IncidentUpdated(
+            incident_id=counter_id, changes={"value": after + i}, priority="P3", updated_by="t"
+        )
+        for i in range(1, count + 1)
+    ]
+    return sequenced(counter_id, after, events, source="/tests", time=NOW)
+
+
+@pytest.fixture(params=["memory", pytest.param("ferretdb", marks=pytest.mark.infra)])
+async def database(request: pytest.FixtureRequest, mongo_url: str) -> AsyncIterator[Any]:
+    if request.param == "memory":
+        yield InMemoryDatabase()
+        return
+    async with scratch_database(mongo_url) as database:
+        yield database
+
+
+@pytest.fixture
+def repo(database: Any) -> CounterRepository:
+    return CounterRepository(database)
+
+
+async def test_add_stores_state_and_pending_events_in_one_document(
+    repo: CounterRepository,
+) -> None:
+    await repo.add(Counter("c1", 0, 1), bumped("c1", 0))
+    assert await repo.get("c1") == Counter("c1", 0, 1)
+    raw = await repo.collection.find_one({"_id": "c1"})
+    assert [e["sequence"] for e in raw["outbox"]] == [1]
+    assert raw["outbox"][0]["topic"] == Topic.INCIDENTS
+
+
+async def test_adding_an_existing_id_is_refused(repo: CounterRepository) -> None:
+    await repo.add(Counter("c1", 0, 1), bumped("c1", 0))
+    with pytest.raises(AlreadyExists):
+        await repo.add(Counter("c1", 5, 1), bumped("c1", 0))
+    assert (await repo.get("c1")).value == 0
+
+
+async def test_a_stale_version_is_refused_and_nothing_is_written(repo: CounterRepository) -> None:
+    await repo.add(Counter("c1", 0, 1), bumped("c1", 0))
+    await repo.save(Counter("c1", 1, 2), 1, bumped("c1", 1))
+    with pytest.raises(ConcurrencyConflict):
+        await repo.save(Counter("c1", 99, 2), 1, bumped("c1", 1))
+    raw = await repo.collection.find_one({"_id": "c1"})
+    assert raw["value"] == 1 and raw["version"] == 2
+    assert [e["sequence"] for e in raw["outbox"]] == [1, 2]
+
+
+async def test_find_pages_and_counts(repo: CounterRepository) -> None:
+    for i in range(5):
+        await repo.add(Counter(f"c{i}", i, 1), [])
+    page, total = await repo.find({}, sort=(("_id", 1),), skip=1, limit=2)
+    assert total == 5 and [c.id for c in page] == ["c1", "c2"]
+
+
+async def test_relay_publishes_in_order_then_removes(repo: CounterRepository) -> None:
+    bus = InMemoryBus()
+    await repo.add(Counter("c1", 0, 1), bumped("c1", 0))
+    await repo.save(Counter("c1", 3, 4), 1, bumped("c1", 1, count=3))
+    relay = OutboxRelay(bus, [repo.collection])
+    assert await relay.run_once() == 4
+    assert await relay.run_once() == 0
+    assert [decode(r).sequence for r in bus.records(Topic.INCIDENTS)] == [1, 2, 3, 4]
+    assert (await repo.collection.find_one({"_id": "c1"}))["outbox"] == []
+
+
+async def test_relay_is_nudged_by_writes_without_waiting_for_its_poll(
+    database: Any,
+) -> None:
+    bus = InMemoryBus()
+    relay = OutboxRelay(bus, [], poll_interval=3600)
+    repo = CounterRepository(database, on_write=relay.nudge)
+    relay._collections.append(repo.collection)
+    await relay.start()
+    try:
+        await repo.add(Counter("c1", 0, 1), bumped("c1", 0))
+        await eventually(lambda: _count(bus), until=lambda n: n == 1, timeout=5, what="relay")
+    finally:
+        await relay.stop()
+
+
+async def _count(bus: InMemoryBus) -> int:
+    return len(bus.records(Topic.INCIDENTS))
+
+
+class CrashAfterPublish:
+    """The collection as the relay sees it, failing once between publish and removal."""
+
+    def __init__(self, collection: Any) -> None:
+        self._collection = collection
+        self.name = collection.name
+        self.crashed = False
+
+    def find(self, *args: Any, **kwargs: Any) -> Any:
+        return self._collection.find(*args, **kwargs)
+
+    async def bulk_write(self, *args: Any, **kwargs: Any) -> Any:
+        if not self.crashed:
+            self.crashed = True
+            raise ConnectionError("relay died before removing what it published")
+        return await self._collection.bulk_write(*args, **kwargs)
+
+
+async def test_crash_between_publish_and_removal_loses_nothing_and_applies_nothing_twice(
+    repo: CounterRepository, database: Any
+) -> None:
+    bus = InMemoryBus()
+    await repo.add(Counter("c1", 0, 1), bumped("c1", 0))
+    await repo.save(Counter("c1", 2, 3), 1, bumped("c1", 1, count=2))
+    crashing = CrashAfterPublish(repo.collection)
+    relay = OutboxRelay(bus, [crashing])
+    with pytest.raises(ConnectionError):
+        await relay.run_once()
+    assert (await repo.collection.find_one({"_id": "c1"}))["outbox"], "still pending"
+    assert await relay.run_once() == 3  # the restarted relay publishes them again
+
+    delivered = [decode(r) for r in bus.records(Topic.INCIDENTS)]
+    assert [e.sequence for e in delivered] == [1, 2, 3, 1, 2, 3]
+    projection = database["projection_under_test"]
+    applied = [
+        await apply_if_newer(projection, e.subject, e.sequence, {"$inc": {"applied": 1}})
+        for e in delivered
+    ]
+    assert applied == [True, True, True, False, False, False]
+    assert (await projection.find_one({"_id": "c1"}))["applied"] == 3
+
+
+async def test_apply_if_newer_skips_stale_and_duplicate_sequences(database: Any) -> None:
+    projection = database["projection_under_test"]
+    outcomes = [
+        await apply_if_newer(projection, "k", seq, {"$set": {"seen": seq}})
+        for seq in (1, 2, 2, 1, 4, 3)
+    ]
+    assert outcomes == [True, True, False, False, True, False]
+    document = await projection.find_one({"_id": "k"})
+    assert document["last_sequence"] == 4 and document["seen"] == 4
+
+
+async def test_saving_without_advancing_the_version_is_a_programming_error(
+    repo: CounterRepository,
+) -> None:
+    await repo.add(Counter("c", 1, 1), [])
+    with pytest.raises(ValueError, match="must advance"):
+        await repo.save(Counter("c", 1, 1), 1, [])

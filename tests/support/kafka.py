@@ -1,0 +1,48 @@
+"""Reading what landed on a real Kafka topic, from the moment a test starts watching."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from tests.support.polling import eventually
+
+
+class TopicTail:
+    def __init__(self, consumer: AIOKafkaConsumer) -> None:
+        self._consumer = consumer
+        self.records: list[Any] = []
+
+    async def _poll(self) -> list[Any]:
+        batches = await self._consumer.getmany(timeout_ms=200)
+        for records in batches.values():
+            self.records.extend(records)
+        return self.records
+
+    async def collect(
+        self, until: Callable[[list[Any]], bool], *, timeout: float = 30.0, what: str = "records"
+    ) -> list[Any]:
+        return await eventually(self._poll, until=until, timeout=timeout, interval=0, what=what)
+
+
+@asynccontextmanager
+async def tail(bootstrap: str, topic: str) -> AsyncIterator[TopicTail]:
+    """Assign every partition of `topic` at its current end, so only new records are seen."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = consumer.partitions_for_topic(topic) or set()
+        if not partitions:
+            await consumer._client.force_metadata_update()
+            partitions = consumer.partitions_for_topic(topic) or set()
+        assignment = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(assignment)
+        await consumer.seek_to_end(*assignment)
+        for tp in assignment:  # resolve the end offsets now, before the test produces
+            await consumer.position(tp)
+        yield TopicTail(consumer)
+    finally:
+        await consumer.stop()
