@@ -34,7 +34,7 @@ run: setup
 lint: setup
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-	$(PY) -m mypy shared devtools services/*/domain.py
+	$(PY) -m mypy shared devtools $(wildcard services/*/domain.py services/*/domain)
 
 format: setup
 	$(PY) -m ruff check --fix .

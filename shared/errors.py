@@ -13,6 +13,15 @@ class Forbidden(PermissionError):
     pass
 
 
+class Conflict(Exception):
+    """The request conflicts with the object's current state (a forbidden transition, a rule of
+    the business); `details` are added to the problem document."""
+
+    def __init__(self, message: str, **details: object) -> None:
+        super().__init__(message)
+        self.details = details
+
+
 class PreconditionFailed(Exception):
     """The caller's If-Match version is stale."""
 

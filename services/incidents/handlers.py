@@ -1,68 +1,253 @@
-"""Incident use cases: command in, events out through the repository's outbox."""
+"""Incident use cases behind the HTTP API: load what the caller may see, check what they may
+do, run the domain command, and store the new state with its events and timeline entry in one
+version-guarded write."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from services.incidents import domain
-from services.incidents.domain import EditIncident, Incident, OpenIncident
-from services.incidents.store import IncidentRepository
-from shared.auth.principal import Principal
+from services.incidents.access import AccessScope
+from services.incidents.domain import GroupRef, Incident, OpenIncident, Outcome, Policy
+from services.incidents.domain.timeline import entry
+from services.incidents.store import Group, GroupRepository, IncidentFilter, IncidentRepository
+from shared.auth.principal import Principal, Role
 from shared.contracts.envelope import sequenced
+from shared.contracts.incidents import Closure
 from shared.errors import Forbidden, NotFound, PreconditionFailed
 from shared.ids import uuid7
 
 SOURCE = "/itsm/incidents"
 NextNumber = Callable[[], Awaitable[int]]
-REQUESTER_EDITABLE = frozenset({"title", "description"})
+Command = Callable[[Incident], Outcome]
 
 
-async def create_incident(
-    command: OpenIncident, *, repo: IncidentRepository, next_number: NextNumber, now: datetime
-) -> Incident:
-    number = f"INC{await next_number():07d}"
-    incident, events = domain.open_incident(command, incident_id=uuid7(), number=number, now=now)
-    await repo.add(incident, sequenced(incident.id, 0, events, source=SOURCE, time=now))
+@dataclass(frozen=True)
+class Incidents:
+    """What the incident use cases work with (the service's unit of work)."""
+
+    repo: IncidentRepository
+    groups: GroupRepository
+    next_number: NextNumber
+    policy: Policy
+    agents_see_all: bool = False
+
+    async def scope(self, user: Principal) -> AccessScope:
+        groups = await self.groups.of_member(user.subject) if Role.AGENT in user.roles else []
+        return AccessScope(
+            user=user,
+            groups=frozenset(g.name for g in groups),
+            triage=any(g.tier == "L1" for g in groups),
+            agents_see_all=self.agents_see_all,
+        )
+
+
+async def record(incidents: Incidents, command: OpenIncident, *, now: datetime) -> Incident:
+    number = f"INC{await incidents.next_number():07d}"
+    outcome = domain.open_incident(
+        command, incident_id=uuid7(), number=number, now=now, policy=incidents.policy
+    )
+    return await store_new(incidents, outcome, now=now)
+
+
+async def store_new(incidents: Incidents, outcome: Outcome, *, now: datetime) -> Incident:
+    incident, events = outcome
+    await incidents.repo.add(
+        incident,
+        sequenced(incident.id, 0, events, source=SOURCE, time=now),
+        append={"timeline": [entry(None, incident, list(events), at=now)]},
+    )
     return incident
 
 
-async def get_incident(incident_id: str, *, repo: IncidentRepository, user: Principal) -> Incident:
-    """Object-level check: staff see every incident, a requester only their own."""
-    incident = await repo.get(incident_id)
-    if incident is None or not (user.is_staff or incident.requester == user.subject):
+async def commit(
+    incidents: Incidents, before: Incident, outcome: Outcome, *, now: datetime,
+    timeline: bool = True,
+) -> Incident:  # fmt: skip
+    """Store a command's outcome: state, events (outbox) and timeline entry, in one write
+    guarded by the version the command started from."""
+    after, events = outcome
+    if not events:
+        return before
+    entries = [entry(before, after, list(events), at=now)] if timeline else []
+    await incidents.repo.save(
+        after,
+        before.version,
+        sequenced(after.id, before.version, events, source=SOURCE, time=now),
+        append={"timeline": entries},
+    )
+    return after
+
+
+async def visible(incidents: Incidents, scope: AccessScope, incident_id: str) -> Incident:
+    incident = await incidents.repo.get(incident_id)
+    if incident is None or not scope.can_view(incident):
         raise NotFound(f"incident {incident_id} not found")
     return incident
 
 
-async def list_incidents(
-    *, repo: IncidentRepository, user: Principal, limit: int, offset: int
-) -> tuple[list[Incident], int]:
-    scope = {} if user.is_staff else {"requester": user.subject}
-    return await repo.find(scope, sort=(("_id", -1),), skip=offset, limit=limit)
-
-
-async def edit_incident(
-    incident_id: str,
-    command: EditIncident,
-    *,
-    expected_version: int,
-    repo: IncidentRepository,
-    user: Principal,
-    now: datetime,
-) -> Incident:
-    incident = await get_incident(incident_id, repo=repo, user=user)
-    if incident.version != expected_version:
+def check_version(incident: Incident, expected: int | None) -> None:
+    if expected is not None and incident.version != expected:
         raise PreconditionFailed(incident.version)
-    requested = {name for name, value in vars(command).items() if value is not None}
-    if not user.is_staff and not requested <= REQUESTER_EDITABLE:
-        denied = ", ".join(sorted(requested - REQUESTER_EDITABLE))
-        raise Forbidden(f"a requester may not change: {denied}")
-    edited, events = domain.edit_incident(incident, command, by=user.subject, now=now)
-    if events:
-        await repo.save(
-            edited,
-            expected_version,
-            sequenced(incident.id, incident.version, events, source=SOURCE, time=now),
+
+
+async def act(
+    incidents: Incidents,
+    scope: AccessScope,
+    incident_id: str,
+    command: Command,
+    *,
+    now: datetime,
+    allowed: Callable[[AccessScope, Incident], bool],
+    expected_version: int | None = None,
+    denial: str = "you may not do this on this incident",
+) -> Incident:
+    incident = await visible(incidents, scope, incident_id)
+    if not allowed(scope, incident):
+        raise Forbidden(denial)
+    check_version(incident, expected_version)
+    return await commit(incidents, incident, command(incident), now=now)
+
+
+# Who may do what, beyond seeing the incident.
+def staff(scope: AccessScope, incident: Incident) -> bool:
+    return scope.can_work(incident)
+
+
+def owner_or_staff(scope: AccessScope, incident: Incident) -> bool:
+    return scope.can_work(incident) or (Role.REQUESTER in scope.user.roles and scope.owns(incident))
+
+
+def owner(scope: AccessScope, incident: Incident) -> bool:
+    return Role.REQUESTER in scope.user.roles and scope.owns(incident)
+
+
+def supervisor(scope: AccessScope, incident: Incident) -> bool:
+    return scope.supervises
+
+
+async def list_incidents(
+    incidents: Incidents, scope: AccessScope, filters: IncidentFilter, *, limit: int, offset: int
+) -> tuple[list[Incident], int]:
+    restriction = scope.list_filter()
+    if restriction is None:
+        raise Forbidden("your roles do not allow listing incidents")
+    query = filters.query()
+    if restriction:
+        query = {"$and": [query, restriction]} if query else restriction
+    return await incidents.repo.find(
+        query, sort=(("created_at", -1), ("_id", -1)), skip=offset, limit=limit
+    )
+
+
+async def timeline(
+    incidents: Incidents, scope: AccessScope, incident_id: str
+) -> list[dict[str, Any]]:
+    incident = await visible(incidents, scope, incident_id)
+    entries = await incidents.repo.read_field(incident.id, "timeline") or []
+    if not (scope.can_work(incident) or Role.CHANGE_MANAGER in scope.user.roles):
+        entries = [e for e in entries if e["visibility"] == "public"]
+    return entries
+
+
+async def group_ref(incidents: Incidents, name: str) -> tuple[GroupRef, Group]:
+    group = await incidents.groups.get(name)
+    if group is None:
+        raise NotFound(f"assignment group {name} not found")
+    return GroupRef(group.name, group.tier), group
+
+
+async def assign(
+    incidents: Incidents, scope: AccessScope, incident_id: str, *, group: str,
+    assignee: str | None, reason: str | None, now: datetime, expected_version: int | None,
+) -> Incident:  # fmt: skip
+    ref, details = await group_ref(incidents, group)
+    if assignee is not None and assignee not in details.members:
+        raise Forbidden(f"{assignee} is not a member of {group}")
+    return await act(
+        incidents, scope, incident_id,
+        lambda i: domain.assign(i, ref, assignee, actor=scope.subject, now=now, reason=reason),
+        now=now, allowed=staff, expected_version=expected_version,
+    )  # fmt: skip
+
+
+async def escalate(
+    incidents: Incidents, scope: AccessScope, incident_id: str, *, to_group: str, reason: str,
+    now: datetime, expected_version: int | None,
+) -> Incident:  # fmt: skip
+    ref, _ = await group_ref(incidents, to_group)
+    return await act(
+        incidents, scope, incident_id,
+        lambda i: domain.escalate_functionally(i, ref, reason=reason, actor=scope.subject, now=now),
+        now=now, allowed=staff, expected_version=expected_version,
+    )  # fmt: skip
+
+
+async def escalate_to_manager(
+    incidents: Incidents, scope: AccessScope, incident_id: str, *, manager: str | None,
+    reason: str, now: datetime, expected_version: int | None,
+) -> Incident:  # fmt: skip
+    incident = await visible(incidents, scope, incident_id)
+    target = manager
+    if target is None and incident.assignment_group:
+        group = await incidents.groups.get(incident.assignment_group)
+        target = group.manager if group else None
+    if target is None:
+        raise NotFound("no manager to escalate to: name one, or give the group a manager")
+    actor = scope.subject
+    return await act(
+        incidents,
+        scope,
+        incident_id,
+        lambda i: domain.escalate_to_manager(
+            i, manager=target, reason=reason, actor=actor, now=now
+        ),
+        now=now,
+        allowed=staff,
+        expected_version=expected_version,
+    )
+
+
+async def link_to_parent(
+    incidents: Incidents, scope: AccessScope, incident_id: str, *, parent_id: str,
+    now: datetime, expected_version: int | None,
+) -> Incident:  # fmt: skip
+    parent = await visible(incidents, scope, parent_id)
+    return await act(
+        incidents, scope, incident_id,
+        lambda i: domain.link_to_parent(i, parent, actor=scope.subject, now=now),
+        now=now, allowed=staff, expected_version=expected_version,
+    )  # fmt: skip
+
+
+async def close(
+    incidents: Incidents, scope: AccessScope, incident_id: str, *, now: datetime,
+    expected_version: int | None,
+) -> Incident:  # fmt: skip
+    """The requester confirms the resolution; a manager or admin may close it themselves."""
+    incident = await visible(incidents, scope, incident_id)
+    closure: Closure = "confirmed" if owner(scope, incident) else "manual"
+    return await act(
+        incidents, scope, incident_id,
+        lambda i: domain.close(i, closure, actor=scope.subject, now=now),
+        now=now, allowed=lambda s, i: owner(s, i) or s.supervises,
+        expected_version=expected_version,
+        denial="only the requester (confirming) or a manager may close an incident",
+    )  # fmt: skip
+
+
+def may_cancel(scope: AccessScope, incident: Incident) -> bool:
+    """Staff cancel open incidents; a requester may withdraw their own until it is assigned."""
+    return scope.can_work(incident) or (owner(scope, incident) and incident.status == "new")
+
+
+def may_edit(fields: set[str]) -> Callable[[AccessScope, Incident], bool]:
+    def allowed(scope: AccessScope, incident: Incident) -> bool:
+        return scope.can_work(incident) or (
+            owner(scope, incident) and fields <= {"title", "description"}
         )
-    return edited
+
+    return allowed

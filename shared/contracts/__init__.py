@@ -28,4 +28,5 @@ __all__ = [
 ]
 
 # Importing the contract modules registers their event types.
+from shared.contracts import alerts as alerts
 from shared.contracts import incidents as incidents

@@ -9,8 +9,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from shared.errors import Forbidden, NotFound, PreconditionFailed, PreconditionRequired
-from shared.store.errors import ConcurrencyConflict, StoreUnavailable
+from shared.errors import Conflict, Forbidden, NotFound, PreconditionFailed, PreconditionRequired
+from shared.store.errors import AlreadyExists, ConcurrencyConflict, StoreUnavailable
 
 PROBLEM_JSON = "application/problem+json"
 _TYPE_BASE = "https://itsm.example/problems/"
@@ -111,7 +111,15 @@ def install_problem_handlers(app: FastAPI) -> None:
             ),
         )
 
+    async def on_business_conflict(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, Conflict)
+        problem = Problem(409, "Conflict", str(exc))
+        problem.extensions = dict(exc.details)
+        return problem_response(request, problem)
+
+    app.add_exception_handler(Conflict, on_business_conflict)
     app.add_exception_handler(NotFound, mapped(404, "Not found"))
+    app.add_exception_handler(AlreadyExists, mapped(409, "Already exists"))
     app.add_exception_handler(Forbidden, mapped(403, "Forbidden"))
     app.add_exception_handler(PreconditionRequired, mapped(428, "Precondition required"))
     app.add_exception_handler(PreconditionFailed, on_precondition_failed)

@@ -200,7 +200,14 @@ def matches(doc: Mapping[str, Any], filter: Mapping[str, Any]) -> bool:
 
 def _matches_value(value: Any, condition: Any) -> bool:
     if isinstance(condition, dict) and condition and all(k.startswith("$") for k in condition):
-        return all(_operator(value, op, arg) for op, arg in condition.items())
+        operators = dict(condition)
+        if "$regex" in operators:
+            flags = re.IGNORECASE if "i" in operators.pop("$options", "") else 0
+            pattern = re.compile(operators.pop("$regex"), flags)
+            texts = [v for v in _candidates(value) if isinstance(v, str)]
+            if not any(pattern.search(t) for t in texts):
+                return False
+        return all(_operator(value, op, arg) for op, arg in operators.items())
     return _equals(value, condition)
 
 
@@ -236,8 +243,6 @@ def _operator(value: Any, op: str, arg: Any) -> bool:
             return any(_comparable(v, arg) and v < arg for v in comparable)
         case "$lte":
             return any(_comparable(v, arg) and v <= arg for v in comparable)
-        case "$regex":
-            return any(isinstance(v, str) and re.search(arg, v) for v in present)
     raise NotImplementedError(f"in-memory collection does not support {op}")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from shared.store.errors import AlreadyExists, translated_errors
+from shared.store.locks import document_lock
 
 LAST_SEQUENCE = "last_sequence"
 
@@ -18,7 +19,7 @@ async def apply_if_newer(collection: Any, key: str, sequence: int, update: dict[
     """
     update = {**update, "$set": {**update.get("$set", {}), LAST_SEQUENCE: sequence}}
     try:
-        async with translated_errors():
+        async with document_lock(collection, key), translated_errors():
             await collection.update_one(
                 {"_id": key, LAST_SEQUENCE: {"$lt": sequence}}, update, upsert=True
             )

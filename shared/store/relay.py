@@ -19,6 +19,7 @@ from pymongo import UpdateOne
 from shared.background import BackgroundTask
 from shared.bus.port import Bus
 from shared.contracts.envelope import Envelope
+from shared.store.locks import document_locks
 from shared.store.repository import OUTBOX
 from shared.telemetry import producer_span
 
@@ -87,13 +88,12 @@ class OutboxRelay:
             if not documents:
                 continue
             await self._publish(documents)
-            await collection.bulk_write(
-                [
-                    UpdateOne({"_id": d["_id"]}, {"$pullAll": {OUTBOX: d[OUTBOX]}})
-                    for d in documents
-                ],
-                ordered=False,
-            )
+            # Remove exactly what was published; entries appended meanwhile stay pending.
+            removals = [
+                UpdateOne({"_id": d["_id"]}, {"$pullAll": {OUTBOX: d[OUTBOX]}}) for d in documents
+            ]
+            async with document_locks(collection, [d["_id"] for d in documents]):
+                await collection.bulk_write(removals, ordered=False)
             count = sum(len(d[OUTBOX]) for d in documents)
             PUBLISHED.labels(collection.name).inc(count)
             relayed += count

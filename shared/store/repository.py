@@ -7,12 +7,13 @@ and FerretDB alike.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar, Generic, TypeVar
 
 from shared.contracts.envelope import Envelope
 from shared.contracts.registry import contract_for
 from shared.store.errors import AlreadyExists, ConcurrencyConflict, translated_errors
+from shared.store.locks import document_lock
 from shared.telemetry import current_traceparent
 
 A = TypeVar("A")
@@ -32,8 +33,12 @@ class AggregateRepository(Generic[A]):
     `to_document` must carry `_id` and `version`."""
 
     collection_name: ClassVar[str]
+    # Arrays only ever appended to (e.g. a timeline): written with $push in the same update,
+    # never loaded with the aggregate.
+    append_only: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, database: Any, on_write: Callable[[], None] | None = None) -> None:
+        self.database = database
         self.collection = database[self.collection_name]
         self._on_write = on_write or (lambda: None)
 
@@ -43,9 +48,13 @@ class AggregateRepository(Generic[A]):
     def from_document(self, document: dict[str, Any]) -> A:
         raise NotImplementedError
 
+    @property
+    def _state_only(self) -> dict[str, int]:
+        return {OUTBOX: 0, **dict.fromkeys(self.append_only, 0)}
+
     async def get(self, aggregate_id: str) -> A | None:
         async with translated_errors():
-            document = await self.collection.find_one({"_id": aggregate_id}, {OUTBOX: 0})
+            document = await self.collection.find_one({"_id": aggregate_id}, self._state_only)
         return None if document is None else self.from_document(document)
 
     async def find(
@@ -55,18 +64,32 @@ class AggregateRepository(Generic[A]):
         sort: Sequence[tuple[str, int]] = (("_id", -1),),
         skip: int = 0,
         limit: int = 50,
+        count: bool = True,
     ) -> tuple[list[A], int]:
-        """A page of aggregates and the total count matching `filter`."""
+        """A page of aggregates and the total count matching `filter` (-1 unless `count`)."""
         async with translated_errors():
-            cursor = self.collection.find(filter, {OUTBOX: 0}).sort(list(sort)).skip(skip)
+            cursor = self.collection.find(filter, self._state_only).sort(list(sort)).skip(skip)
             documents = await cursor.limit(limit).to_list()
-            total = await self.collection.count_documents(filter)
+            total = await self.collection.count_documents(filter) if count else -1
         return [self.from_document(d) for d in documents], total
 
-    async def add(self, aggregate: A, events: Sequence[Envelope]) -> None:
+    async def read_field(self, aggregate_id: str, name: str) -> list[Any] | None:
+        """An append-only array of one aggregate (None if there is no such aggregate)."""
+        async with translated_errors():
+            document = await self.collection.find_one({"_id": aggregate_id}, {name: 1})
+        return None if document is None else list(document.get(name, []))
+
+    async def add(
+        self,
+        aggregate: A,
+        events: Sequence[Envelope],
+        append: Mapping[str, Sequence[dict[str, Any]]] | None = None,
+    ) -> None:
         """Insert a new aggregate with its first events; AlreadyExists if the id is taken."""
         document = self.to_document(aggregate)
         document[OUTBOX] = [outbox_entry(e) for e in events]
+        for name in self.append_only:
+            document[name] = list((append or {}).get(name, ()))
         try:
             async with translated_errors():
                 await self.collection.insert_one(document)
@@ -76,17 +99,27 @@ class AggregateRepository(Generic[A]):
             ) from None
         self._on_write()
 
-    async def save(self, aggregate: A, expected_version: int, events: Sequence[Envelope]) -> None:
-        """Replace the aggregate's state and append its new events, only if it is still at
-        `expected_version`; otherwise ConcurrencyConflict and nothing is written."""
+    async def save(
+        self,
+        aggregate: A,
+        expected_version: int,
+        events: Sequence[Envelope],
+        append: Mapping[str, Sequence[dict[str, Any]]] | None = None,
+    ) -> None:
+        """Replace the aggregate's state and append its new events (and append-only entries),
+        only if it is still at `expected_version`; otherwise ConcurrencyConflict and nothing is
+        written."""
         document = self.to_document(aggregate)
         aggregate_id = document.pop("_id")
         if document[VERSION] <= expected_version:
             raise ValueError("a saved aggregate's version must advance")
         update: dict[str, Any] = {"$set": document}
+        pushes = {name: list(entries) for name, entries in (append or {}).items() if entries}
         if events:
-            update["$push"] = {OUTBOX: {"$each": [outbox_entry(e) for e in events]}}
-        async with translated_errors():
+            pushes[OUTBOX] = [outbox_entry(e) for e in events]
+        if pushes:
+            update["$push"] = {name: {"$each": entries} for name, entries in pushes.items()}
+        async with document_lock(self.collection, aggregate_id), translated_errors():
             result = await self.collection.update_one(
                 {"_id": aggregate_id, VERSION: expected_version}, update
             )

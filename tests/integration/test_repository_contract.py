@@ -3,6 +3,7 @@ server (FerretDB) and on the in-memory twin, with the same assertions, so the tw
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -14,7 +15,7 @@ from shared.bus.memory import InMemoryBus
 from shared.contracts import Topic
 from shared.contracts.codec import decode
 from shared.contracts.envelope import sequenced
-from shared.contracts.incidents import IncidentUpdated
+from shared.contracts.incidents import FieldChange, IncidentUpdated
 from shared.store.errors import AlreadyExists, ConcurrencyConflict
 from shared.store.memory import InMemoryDatabase
 from shared.store.projection import apply_if_newer
@@ -46,7 +47,10 @@ class CounterRepository(AggregateRepository[Counter]):
 def bumped(counter_id: str, after: int, count: int = 1) -> list:
     events = [
         IncidentUpdated(
-            incident_id=counter_id, changes={"value": after + i}, priority="P3", updated_by="t"
+            incident_id=counter_id,
+            actor="t",
+            status="new",
+            changes={"value": FieldChange(before=after + i - 1, after=after + i)},
         )
         for i in range(1, count + 1)
     ]
@@ -190,3 +194,45 @@ async def test_saving_without_advancing_the_version_is_a_programming_error(
     await repo.add(Counter("c", 1, 1), [])
     with pytest.raises(ValueError, match="must advance"):
         await repo.save(Counter("c", 1, 1), 1, [])
+
+
+async def test_concurrent_writers_and_the_relay_lose_no_update(
+    repo: CounterRepository,
+) -> None:
+    """Version-guarded saves racing each other and the relay's removals: every save that
+    succeeded is in the final state, and every event it wrote is relayed exactly once."""
+    bus = InMemoryBus()
+    relay = OutboxRelay(bus, [repo.collection], poll_interval=0.01)
+    repo._on_write = relay.nudge
+    await repo.add(Counter("c1", 0, 1), bumped("c1", 0))
+    await relay.start()
+    successes = 0
+
+    async def writer() -> None:
+        nonlocal successes
+        for _ in range(10):
+            while True:
+                current = await repo.get("c1")
+                try:
+                    await repo.save(
+                        Counter("c1", current.value + 1, current.version + 1),
+                        current.version,
+                        bumped("c1", current.version),
+                    )
+                except ConcurrencyConflict:
+                    continue
+                successes += 1
+                break
+
+    try:
+        await asyncio.gather(*(writer() for _ in range(5)))
+
+        async def relayed() -> int:
+            return len(bus.records(Topic.INCIDENTS))
+
+        await eventually(relayed, until=lambda n: n == 51, what="every event relayed")
+    finally:
+        await relay.stop()
+    final = await repo.get("c1")
+    assert successes == 50 and final.value == 50 and final.version == 51
+    assert sorted(decode(r).sequence for r in bus.records(Topic.INCIDENTS)) == list(range(1, 52))

@@ -20,6 +20,8 @@ OPENED = datetime(2026, 3, 29, 0, 30, tzinfo=UTC)
 def created(**overrides: object) -> Envelope:
     data = IncidentCreated(
         incident_id="inc-1",
+        actor="alice",
+        status="new",
         number="INC0000001",
         title="Mail is down",
         requester="alice",

@@ -1,65 +1,424 @@
-"""The incidents walking skeleton through its HTTP API, on the in-memory adapters."""
+"""The incidents API on the in-memory adapters: lifecycle endpoints, errors, filters, timeline,
+alert intake and the full authorization matrix."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 
-import httpx
 import pytest
 
-from services.incidents.main import create_app
+from services.incidents import intake
+from services.incidents.main import IncidentsSettings, create_app
 from shared.bus.memory import InMemoryBus
 from shared.contracts import Topic
 from shared.contracts.codec import decode
 from shared.runtime import Runtime, in_memory
 from shared.settings import ServiceSettings
 from tests.support.apps import asgi_client
+from tests.support.incidents import BASE, PERSONAS, Auth, World
 from tests.support.polling import eventually
 
-Auth = Callable[..., dict[str, str]]
-NEW = {"title": "VPN drops every 10 minutes", "impact": 2, "urgency": 1}
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime(2026, 12, 4, 9, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
 
 
 @pytest.fixture
-def runtime(settings: ServiceSettings) -> Runtime:
-    return in_memory(settings, InMemoryBus())
+def clock() -> Clock:
+    return Clock()
 
 
 @pytest.fixture
-async def client(settings: ServiceSettings, runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
-    async with asgi_client(create_app(settings, runtime)) as c:
-        yield c
+def runtime(settings: ServiceSettings, clock: Clock) -> Runtime:
+    runtime = in_memory(settings, InMemoryBus())
+    runtime.clock = clock
+    return runtime
 
 
-async def test_create_returns_the_incident_with_priority_location_and_etag(
-    client: httpx.AsyncClient, auth: Auth
-) -> None:
-    response = await client.post("/api/v1/incidents", json=NEW, headers=auth("alice", "requester"))
+@pytest.fixture
+async def world(settings: ServiceSettings, runtime: Runtime, auth: Auth) -> AsyncIterator[World]:
+    config = IncidentsSettings(**settings.model_dump(), auto_close_interval_seconds=3600)
+    async with asgi_client(create_app(config, runtime)) as client:
+        w = World(client, auth)
+        await w.setup_groups()
+        yield w
+
+
+async def test_create_answers_the_incident_with_priority_location_and_etag(world: World) -> None:
+    response = await world.client.post(
+        BASE, json={"title": "VPN drops", "impact": 2, "urgency": 1, "category": "network"},
+        headers=world.headers("owner"),
+    )  # fmt: skip
     assert response.status_code == 201, response.text
     body = response.json()
     assert body["priority"] == "P2" and body["status"] == "new" and body["requester"] == "alice"
     assert body["number"] == "INC0000001" and body["version"] == 1
-    assert response.headers["location"] == f"/api/v1/incidents/{body['id']}"
+    assert response.headers["location"] == f"{BASE}/{body['id']}"
     assert response.headers["etag"] == '"1"'
 
 
-async def test_created_incident_is_published_as_a_cloudevent_through_the_outbox(
-    client: httpx.AsyncClient, auth: Auth, runtime: Runtime
+async def test_every_action_publishes_its_event_with_increasing_sequence(
+    world: World, runtime: Runtime
 ) -> None:
-    response = await client.post("/api/v1/incidents", json=NEW, headers=auth("alice", "requester"))
-    incident_id = response.json()["id"]
+    incident = await world.incident()
+    iid = incident["id"]
+    await world.do(iid, "start", "member")
+    await world.do(iid, "replies", "member", {"body": "looking"})
+    await world.do(iid, "resolve", "member", {"code": "fixed", "notes": "rebooted"})
     bus = runtime.bus
     assert isinstance(bus, InMemoryBus)
 
-    async def published() -> list:
-        return [decode(r) for r in bus.records(Topic.INCIDENTS)]
+    async def ours() -> list:
+        return [e for e in map(decode, bus.records(Topic.INCIDENTS)) if e.subject == iid]
 
-    events = await eventually(published, what="the created event")
-    assert events[0].type == "itsm.incident.created.v1"
-    assert events[0].subject == incident_id and events[0].sequence == 1
-    assert events[0].data["priority"] == "P2"
-    stored = await runtime.database["incidents"].find_one({"_id": incident_id})
-    assert stored["outbox"] == [] or len(stored["outbox"]) == 1
+    events = await eventually(ours, until=lambda es: len(es) == 5, what="five events")
+    assert [e.type.split(".")[2] for e in events] == [
+        "created", "assigned", "status_changed", "replied", "resolved",
+    ]  # fmt: skip
+    assert [e.sequence for e in events] == [1, 2, 3, 4, 5]
+
+
+async def test_a_forbidden_transition_is_409_naming_the_allowed_next_states(world: World) -> None:
+    incident = await world.incident(assign=False)
+    response = await world.client.post(
+        f"{BASE}/{incident['id']}/start", headers=world.headers("manager")
+    )
+    assert response.status_code == 409
+    problem = response.json()
+    assert response.headers["content-type"] == "application/problem+json"
+    assert problem["allowed_next_states"] == ["assigned", "cancelled", "resolved"]
+    assert "cannot start an incident that is new" in problem["detail"]
+
+
+async def test_bad_input_names_the_field_and_unknown_ids_are_404(world: World) -> None:
+    owner = world.headers("owner")
+    bad = await world.client.post(
+        BASE, json={"title": " ", "impact": 9, "status": "closed"}, headers=owner
+    )
+    assert bad.status_code == 422
+    assert {"body.title", "body.impact", "body.status"} <= {
+        e["location"] for e in bad.json()["errors"]
+    }
+    missing = await world.client.get(f"{BASE}/01234567-89ab-7def-8123-456789abcdef", headers=owner)
+    assert (
+        missing.status_code == 404 and missing.headers["content-type"] == "application/problem+json"
+    )
+    incident = await world.incident()
+    no_notes = await world.client.post(
+        f"{BASE}/{incident['id']}/resolve", json={"code": "fixed", "notes": "   "},
+        headers=world.headers("member"),
+    )  # fmt: skip
+    assert no_notes.status_code == 422
+
+
+async def test_stale_versions_are_refused_and_nothing_is_half_written(world: World) -> None:
+    incident = await world.incident()
+    url = f"{BASE}/{incident['id']}"
+    member = world.headers("member")
+    missing = await world.client.patch(url, json={"title": "x"}, headers=member)
+    assert missing.status_code == 428
+    ok = await world.client.patch(
+        url, json={"title": "VPN drops hourly"}, headers={**member, "If-Match": '"2"'}
+    )
+    assert ok.status_code == 200 and ok.headers["etag"] == '"3"'
+    stale = await world.client.post(f"{url}/start", headers={**member, "If-Match": '"2"'})
+    assert stale.status_code == 412 and stale.json()["current_version"] == 3
+    current = (await world.client.get(url, headers=member)).json()
+    assert current["status"] == "assigned" and current["version"] == 3
+
+
+async def test_lists_filter_and_page(world: World) -> None:
+    a = await world.incident(title="Printer jammed")
+    await world.incident(title="VPN drops", assign=False)
+    await world.do(
+        a["id"], "classification", "member", {"impact": 1, "urgency": 1, "reason": "exec"}
+    )
+    manager = world.headers("manager")
+
+    async def titles(query: str) -> list[str]:
+        response = await world.client.get(f"{BASE}?{query}", headers=manager)
+        assert response.status_code == 200, response.text
+        return [i["title"] for i in response.json()["items"]]
+
+    assert await titles("status=assigned") == ["Printer jammed"]
+    assert await titles("priority=P1") == ["Printer jammed"]
+    assert await titles("group=service-desk") == ["Printer jammed"]
+    assert await titles("requester=alice&q=vpn") == ["VPN drops"]
+    assert await titles("q=.*") == []  # text is literal, not a pattern
+    assert await titles(
+        "created_from=2026-12-04T00:00:00Z&created_to=2026-12-05T00:00:00Z&limit=1"
+    ) == ["VPN drops"]
+    assert await titles("created_from=2026-12-05T00:00:00Z") == []
+    assert (await world.client.get(f"{BASE}?limit=101", headers=manager)).status_code == 422
+    assert (await world.client.get(f"{BASE}?status=open", headers=manager)).status_code == 422
+
+
+async def test_list_scopes_follow_object_level_access(world: World) -> None:
+    mine = await world.incident(title="mine")
+    await world.client.post(BASE, json={"title": "bob's"}, headers=world.headers("stranger"))
+
+    async def visible(persona: str) -> set[str]:
+        response = await world.client.get(BASE, headers=world.headers(persona))
+        return {i["title"] for i in response.json()["items"]}
+
+    assert await visible("owner") == {"mine"}
+    assert await visible("stranger") == {"bob's"}
+    assert await visible("member") == {"mine", "bob's"}  # group's + unassigned triage queue (L1)
+    assert await visible("outsider") == set()  # L2 only: neither its group's nor the queue
+    assert await visible("manager") == {"mine", "bob's"}
+    assert mine["assignment_group"] == "service-desk"
+    assert (await world.client.get(BASE, headers=world.headers("machine"))).status_code == 403
+
+
+async def test_the_timeline_shows_every_change_and_hides_internal_notes_from_requesters(
+    world: World,
+) -> None:
+    incident = await world.incident()
+    iid = incident["id"]
+    await world.do(iid, "work-notes", "member", {"body": "suspect the firewall"})
+    await world.do(iid, "replies", "member", {"body": "we are on it"})
+    await world.do(iid, "classification", "member", {"impact": 1, "urgency": 1, "reason": "CEO"})
+    staff = (
+        await world.client.get(f"{BASE}/{iid}/timeline", headers=world.headers("member"))
+    ).json()
+    assert [e["events"] for e in staff] == [
+        ["created"], ["assigned"], ["work_note_added"], ["replied"], ["reprioritized"],
+    ]  # fmt: skip
+    last = staff[-1]
+    assert last["actor"] == "ann" and last["reason"] == "CEO"
+    assert last["changes"]["priority"] == {"before": "P2", "after": "P1"}
+    assert staff[1]["changes"]["assignment_group"] == {"before": None, "after": "service-desk"}
+    public = (
+        await world.client.get(f"{BASE}/{iid}/timeline", headers=world.headers("owner"))
+    ).json()
+    assert [e["events"] for e in public] == [["created"], ["replied"], ["reprioritized"]]
+
+
+async def test_requester_lifecycle_confirm_rate_and_reopen(world: World, clock: Clock) -> None:
+    incident = await world.resolved()
+    iid = incident["id"]
+    assert incident["first_contact_resolution"] is True
+    rated = await world.do(iid, "rating", "owner", {"score": 5, "comment": "fast"})
+    assert rated["csat_score"] == 5
+    twice = await world.client.post(
+        f"{BASE}/{iid}/rating", json={"score": 1}, headers=world.headers("owner")
+    )
+    assert twice.status_code == 409
+    clock.now += timedelta(days=2)
+    reopened = await world.do(iid, "reopen", "owner", {"reason": "it's back"})
+    assert reopened["status"] == "in_progress" and reopened["reopen_count"] == 1
+    again = await world.do(iid, "resolve", "member", {"code": "fixed", "notes": "for real"})
+    assert again["first_contact_resolution"] is False
+    closed = await world.do(iid, "close", "owner")
+    assert closed["status"] == "closed" and closed["closure"] == "confirmed"
+
+
+async def test_resolved_incidents_close_automatically_after_the_configured_days(
+    world: World, clock: Clock, runtime: Runtime
+) -> None:
+    incident = await world.resolved()
+    service = world.client._transport.app.state.incidents  # type: ignore[attr-defined]
+    clock.now += timedelta(days=2)
+    assert await intake.close_overdue(service, now=clock.now) == 0
+    clock.now += timedelta(days=1, minutes=1)
+    assert await intake.close_overdue(service, now=clock.now) == 1
+    closed = (
+        await world.client.get(f"{BASE}/{incident['id']}", headers=world.headers("owner"))
+    ).json()
+    assert closed["status"] == "closed" and closed["closure"] == "automatic"
+    late = await world.client.post(
+        f"{BASE}/{incident['id']}/reopen", json={"reason": "x"}, headers=world.headers("owner")
+    )
+    assert late.status_code == 409
+
+
+async def test_children_are_resolved_with_their_parent(world: World) -> None:
+    parent = await world.incident(title="Core switch down")
+    children = [await world.incident(title=f"Can't reach share {i}") for i in range(2)]
+    await world.do(parent["id"], "major", "member", {"reason": "whole site"})
+    for child in children:
+        linked = await world.do(child["id"], "parent", "member", {"parent_id": parent["id"]})
+        assert linked["parent_id"] == parent["id"]
+    await world.do(parent["id"], "resolve", "member", {"code": "fixed", "notes": "switch replaced"})
+    member = world.headers("member")
+
+    async def statuses() -> list[str]:
+        return [
+            (await world.client.get(f"{BASE}/{c['id']}", headers=member)).json()["status"]
+            for c in children
+        ]
+
+    await eventually(statuses, until=lambda s: s == ["resolved", "resolved"], what="cascade")
+    child = (await world.client.get(f"{BASE}/{children[0]['id']}", headers=member)).json()
+    assert "switch replaced" in child["resolution_notes"]
+
+
+def alertmanager(status: str, fingerprint: str, starts: str, **labels: str) -> dict:
+    return {
+        "version": "4",
+        "status": status,
+        "receiver": "itsm",
+        "groupKey": '{}:{alertname="DiskFull"}',
+        "alerts": [
+            {
+                "status": status,
+                "labels": {"alertname": "DiskFull", "severity": "critical", **labels},
+                "annotations": {"summary": "Disk full on db-1"},
+                "startsAt": starts,
+                "endsAt": "2026-12-04T09:30:00Z"
+                if status == "resolved"
+                else "0001-01-01T00:00:00Z",
+                "fingerprint": fingerprint,
+            }
+        ],
+    }
+
+
+async def test_alertmanager_webhook_opens_dedupes_and_resolves(world: World) -> None:
+    machine = world.headers("machine")
+    url = "/api/v1/alerts/alertmanager"
+    for starts in ("2026-12-04T08:50:00Z", "2026-12-04T08:55:00Z", "2026-12-04T08:55:00Z"):
+        accepted = await world.client.post(
+            url, json=alertmanager("firing", "fp-9", starts), headers=machine
+        )
+        assert accepted.status_code == 202 and accepted.json()["accepted"] == 1
+    manager = world.headers("manager")
+
+    async def from_alert() -> list[dict]:
+        items = (await world.client.get(f"{BASE}?status=new", headers=manager)).json()["items"]
+        return [i for i in items if i["alert"] and i["alert"]["occurrences"] == 2]
+
+    [incident] = await eventually(from_alert, what="an incident with 2 occurrences")
+    assert incident["opened_at"].startswith("2026-12-04T08:50:00")
+    assert incident["priority"] == "P1" and incident["title"] == "Disk full on db-1"
+    await world.client.post(
+        url, json=alertmanager("resolved", "fp-9", "2026-12-04T08:50:00Z"), headers=machine
+    )
+
+    async def status() -> str:
+        return (await world.client.get(f"{BASE}/{incident['id']}", headers=manager)).json()[
+            "status"
+        ]
+
+    await eventually(status, until=lambda s: s == "resolved", what="auto-resolve")
+    for persona in ("owner", "member", "manager"):
+        denied = await world.client.post(
+            url,
+            json=alertmanager("firing", "fp-9", "2026-12-04T08:50:00Z"),
+            headers=world.headers(persona),
+        )
+        assert denied.status_code == 403
+
+
+async def test_agents_see_all_when_configured(
+    settings: ServiceSettings, runtime: Runtime, auth: Auth
+) -> None:
+    config = IncidentsSettings(**settings.model_dump(), agents_see_all=True)
+    async with asgi_client(create_app(config, runtime)) as client:
+        world = World(client, auth)
+        await world.setup_groups()
+        incident = await world.incident()
+        seen = await client.get(f"{BASE}/{incident['id']}", headers=world.headers("outsider"))
+        assert seen.status_code == 200
+
+
+# The authorization matrix. Columns follow PERSONAS: owner, stranger, member (agent of the
+# incident's group), outsider (agent of another group), manager, change manager, machine.
+OPEN = "open"
+RESOLVED = "resolved"
+READ = (200, 404, 200, 404, 200, 200, 403)
+OWNER_OR_STAFF = (200, 404, 200, 404, 200, 403, 403)
+STAFF_ONLY = (403, 404, 200, 404, 200, 403, 403)
+MATRIX = [
+    ("GET", "", None, OPEN, READ),
+    ("PATCH", "", {"title": "renamed"}, OPEN, OWNER_OR_STAFF),
+    ("GET", "/timeline", None, OPEN, READ),
+    ("POST", "/classification", {"impact": 1, "urgency": 1, "reason": "r"}, OPEN, STAFF_ONLY),
+    ("POST", "/assignment", {"group": "service-desk", "assignee": "ann"}, OPEN, STAFF_ONLY),
+    ("POST", "/escalation", {"to_group": "network", "reason": "r"}, OPEN, STAFF_ONLY),
+    ("POST", "/manager-escalation", {"reason": "r"}, OPEN, STAFF_ONLY),
+    ("POST", "/start", None, OPEN, STAFF_ONLY),
+    ("POST", "/hold", {"reason": "awaiting_vendor"}, OPEN, STAFF_ONLY),
+    ("POST", "/replies", {"body": "hello"}, OPEN, OWNER_OR_STAFF),
+    ("POST", "/work-notes", {"body": "internal"}, OPEN, STAFF_ONLY),
+    ("POST", "/watchers", {"add": ["dave"]}, OPEN, OWNER_OR_STAFF),
+    ("POST", "/major", {"reason": "r"}, OPEN, STAFF_ONLY),
+    ("POST", "/resolve", {"code": "fixed", "notes": "n"}, OPEN, STAFF_ONLY),
+    ("POST", "/cancel", {"reason": "dup"}, OPEN, STAFF_ONLY),
+    ("POST", "/close", None, RESOLVED, (200, 404, 403, 404, 200, 403, 403)),
+    ("POST", "/reopen", {"reason": "again"}, RESOLVED, OWNER_OR_STAFF),
+    ("POST", "/rating", {"score": 4}, RESOLVED, (200, 404, 403, 404, 403, 403, 403)),
+]
+CASES = [
+    pytest.param(
+        method, path, body, state, persona, statuses[i], id=f"{method}{path or ' /'}-{persona}"
+    )
+    for method, path, body, state, statuses in MATRIX
+    for i, persona in enumerate(PERSONAS)
+]
+
+
+@pytest.mark.parametrize(("method", "path", "body", "state", "persona", "expected"), CASES)
+async def test_authorization_matrix(
+    world: World, method: str, path: str, body: dict | None, state: str, persona: str, expected: int
+) -> None:
+    incident = await (world.resolved() if state == RESOLVED else world.incident())
+    headers = world.headers(persona)
+    if method == "PATCH":
+        headers["If-Match"] = f'"{incident["version"]}"'
+    response = await world.client.request(
+        method, f"{BASE}/{incident['id']}{path}", json=body, headers=headers
+    )
+    assert response.status_code == expected, response.text
+    if expected >= 400:
+        assert response.headers["content-type"] == "application/problem+json"
+
+
+@pytest.mark.parametrize("persona", PERSONAS)
+async def test_guessed_ids_are_not_found_for_everyone(world: World, persona: str) -> None:
+    response = await world.client.get(f"{BASE}/does-not-exist", headers=world.headers(persona))
+    assert response.status_code == (403 if persona == "machine" else 404)
+
+
+async def test_group_administration_is_for_managers(world: World) -> None:
+    group = {"name": "db-team", "tier": "L2", "members": ["dora"]}
+    for persona in ("owner", "member", "change_manager", "machine"):
+        denied = await world.client.post(
+            "/api/v1/groups", json=group, headers=world.headers(persona)
+        )
+        assert denied.status_code == 403
+    created = await world.client.post(
+        "/api/v1/groups", json=group, headers=world.headers("manager")
+    )
+    assert created.status_code == 201
+    duplicate = await world.client.post(
+        "/api/v1/groups", json=group, headers=world.headers("manager")
+    )
+    assert duplicate.status_code == 409
+    updated = await world.client.put(
+        "/api/v1/groups/db-team/members", json={"members": ["dora", "dan"]},
+        headers={**world.headers("manager"), "If-Match": '"1"'},
+    )  # fmt: skip
+    assert updated.json()["members"] == ["dora", "dan"]
+    listed = await world.client.get("/api/v1/groups", headers=world.headers("member"))
+    assert listed.json()["total"] == 3
+
+
+async def test_health_endpoints(world: World) -> None:
+    assert (await world.client.get("/livez")).json() == {"status": "ok"}
+    assert (await world.client.get("/readyz")).status_code == 200
+    assert "itsm_http_requests_total" in (await world.client.get("/metrics")).text
+
+
+async def test_oversized_bodies_are_refused_with_413(world: World) -> None:
+    huge = {"title": "x", "description": "x" * 2_000_000}
+    response = await world.client.post(BASE, json=huge, headers=world.headers("owner"))
+    assert response.status_code == 413
 
 
 @pytest.mark.parametrize(
@@ -67,124 +426,10 @@ async def test_created_incident_is_published_as_a_cloudevent_through_the_outbox(
     [
         ({}, 401),
         ({"Authorization": "Bearer not-a-jwt"}, 401),
-        ({"Authorization": "Basic YWxpY2U6c2VjcmV0"}, 401),
+        ({"Authorization": "Basic YQ=="}, 401),
     ],
     ids=["missing", "garbage", "wrong-scheme"],
 )
-async def test_unauthenticated_calls_get_401_problem_json(
-    client: httpx.AsyncClient, headers: dict[str, str], status: int
-) -> None:
-    response = await client.post("/api/v1/incidents", json=NEW, headers=headers)
-    assert response.status_code == status
-    assert response.headers["content-type"] == "application/problem+json"
-    assert response.json()["status"] == status and response.json()["detail"]
-
-
-async def test_a_role_without_the_right_gets_403(client: httpx.AsyncClient, auth: Auth) -> None:
-    response = await client.get("/api/v1/incidents", headers=auth("ci-bot", "service"))
-    assert response.status_code == 403
-    assert "roles" in response.json()["detail"]
-
-
-async def test_invalid_input_gets_422_naming_the_field(
-    client: httpx.AsyncClient, auth: Auth
-) -> None:
-    response = await client.post(
-        "/api/v1/incidents",
-        json={"title": "", "impact": 9, "status": "closed"},
-        headers=auth("alice", "requester"),
-    )
-    assert response.status_code == 422
-    problem = response.json()
-    assert response.headers["content-type"] == "application/problem+json"
-    locations = {e["location"] for e in problem["errors"]}
-    assert {"body.title", "body.impact", "body.status"} <= locations
-
-
-async def test_a_requester_sees_only_their_own_incidents(
-    client: httpx.AsyncClient, auth: Auth
-) -> None:
-    mine = (
-        await client.post("/api/v1/incidents", json=NEW, headers=auth("alice", "requester"))
-    ).json()
-    theirs = (
-        await client.post("/api/v1/incidents", json=NEW, headers=auth("bob", "requester"))
-    ).json()
-    alice = auth("alice", "requester")
-    assert (await client.get(f"/api/v1/incidents/{mine['id']}", headers=alice)).status_code == 200
-    denied = await client.get(f"/api/v1/incidents/{theirs['id']}", headers=alice)
-    assert denied.status_code == 404  # not 403: existence is not confirmed
-    listed = (await client.get("/api/v1/incidents", headers=alice)).json()
-    assert [i["id"] for i in listed["items"]] == [mine["id"]] and listed["total"] == 1
-    agent_view = (await client.get("/api/v1/incidents", headers=auth("ann", "agent"))).json()
-    assert agent_view["total"] == 2
-
-
-async def test_only_staff_record_incidents_for_someone_else(
-    client: httpx.AsyncClient, auth: Auth
-) -> None:
-    on_behalf = {**NEW, "requester": "carol"}
-    refused = await client.post(
-        "/api/v1/incidents", json=on_behalf, headers=auth("alice", "requester")
-    )
-    assert refused.status_code == 403
-    recorded = await client.post("/api/v1/incidents", json=on_behalf, headers=auth("ann", "agent"))
-    assert recorded.status_code == 201 and recorded.json()["requester"] == "carol"
-
-
-async def test_edits_need_a_current_if_match(client: httpx.AsyncClient, auth: Auth) -> None:
-    agent = auth("ann", "agent")
-    created = (await client.post("/api/v1/incidents", json=NEW, headers=agent)).json()
-    url = f"/api/v1/incidents/{created['id']}"
-
-    missing = await client.patch(url, json={"urgency": 3}, headers=agent)
-    assert missing.status_code == 428
-
-    edited = await client.patch(url, json={"urgency": 3}, headers={**agent, "If-Match": '"1"'})
-    assert edited.status_code == 200, edited.text
-    assert edited.json()["priority"] == "P4" and edited.headers["etag"] == '"2"'
-
-    stale = await client.patch(url, json={"urgency": 1}, headers={**agent, "If-Match": '"1"'})
-    assert stale.status_code == 412
-    assert stale.json()["current_version"] == 2
-    assert (await client.get(url, headers=agent)).json()["urgency"] == 3
-
-
-async def test_a_requester_cannot_reclassify_their_incident(
-    client: httpx.AsyncClient, auth: Auth
-) -> None:
-    alice = auth("alice", "requester")
-    created = (await client.post("/api/v1/incidents", json=NEW, headers=alice)).json()
-    url = f"/api/v1/incidents/{created['id']}"
-    refused = await client.patch(url, json={"impact": 1}, headers={**alice, "If-Match": '"1"'})
-    assert refused.status_code == 403 and "impact" in refused.json()["detail"]
-    allowed = await client.patch(
-        url, json={"description": "also on wifi"}, headers={**alice, "If-Match": '"1"'}
-    )
-    assert allowed.status_code == 200 and allowed.json()["description"] == "also on wifi"
-
-
-async def test_lists_are_paginated_with_a_capped_page_size(
-    client: httpx.AsyncClient, auth: Auth
-) -> None:
-    agent = auth("ann", "agent")
-    for _ in range(3):
-        await client.post("/api/v1/incidents", json=NEW, headers=agent)
-    page = (await client.get("/api/v1/incidents?limit=2&offset=1", headers=agent)).json()
-    assert len(page["items"]) == 2 and page["total"] == 3 and page["offset"] == 1
-    too_big = await client.get("/api/v1/incidents?limit=1000", headers=agent)
-    assert too_big.status_code == 422
-
-
-async def test_health_endpoints(client: httpx.AsyncClient) -> None:
-    assert (await client.get("/livez")).json() == {"status": "ok"}
-    ready = await client.get("/readyz")
-    assert ready.status_code == 200 and ready.json()["checks"] == {"bus": "ok"}
-    metrics = await client.get("/metrics")
-    assert "itsm_http_requests_total" in metrics.text
-
-
-async def test_oversized_bodies_are_refused_with_413(client: httpx.AsyncClient, auth: Auth) -> None:
-    huge = {**NEW, "description": "x" * 2_000_000}
-    response = await client.post("/api/v1/incidents", json=huge, headers=auth("alice", "requester"))
-    assert response.status_code == 413
+async def test_unauthenticated_calls_get_401(world: World, headers: dict, status: int) -> None:
+    response = await world.client.post(BASE, json={"title": "x"}, headers=headers)
+    assert response.status_code == status and response.json()["detail"]

@@ -1,0 +1,130 @@
+"""Incidents: record, read, list with filters, edit, and the timeline."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response, status
+
+from services.incidents import handlers
+from services.incidents.api.deps import (
+    Now,
+    Reporter,
+    RequiredIfMatch,
+    Scope,
+    Service,
+    with_etag,
+)
+from services.incidents.domain import OpenIncident, edit_details
+from services.incidents.schemas import IncidentCreate, IncidentRead, IncidentUpdate, TimelineEntry
+from services.incidents.store import IncidentFilter
+from shared.auth import Role
+from shared.contracts.incidents import Priority, Status
+from shared.errors import Forbidden
+from shared.http.pagination import Page, Pagination
+from shared.http.problems import problem_responses
+
+router = APIRouter(prefix="/api/v1/incidents", tags=["incidents"])
+PREFIX = router.prefix
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    responses=problem_responses(401, 403, 422),
+    summary="Record an incident or service request",
+)
+async def create_incident(
+    body: IncidentCreate, user: Reporter, incidents: Service, now: Now, response: Response
+) -> IncidentRead:
+    requester = body.requester or user.subject
+    if requester != user.subject and not (user.is_staff or Role.SERVICE in user.roles):
+        raise Forbidden("only staff may record an incident on behalf of another user")
+    fields = body.model_dump(exclude={"requester"})
+    incident = await handlers.record(
+        incidents, OpenIncident(requester=requester, **fields), now=now
+    )
+    response.headers["Location"] = f"{PREFIX}/{incident.id}"
+    with_etag(response, incident)
+    return IncidentRead.of(incident)
+
+
+@router.get("", responses=problem_responses(401, 403, 422), summary="List incidents")
+async def list_incidents(
+    scope: Scope,
+    incidents: Service,
+    page: Pagination,
+    status_: Annotated[Status | None, Query(alias="status")] = None,
+    priority: Priority | None = None,
+    group: Annotated[str | None, Query(max_length=200)] = None,
+    assignee: Annotated[str | None, Query(max_length=200)] = None,
+    requester: Annotated[str | None, Query(max_length=200)] = None,
+    created_from: datetime | None = None,
+    created_to: datetime | None = None,
+    q: Annotated[str | None, Query(max_length=100, description="Text in the title")] = None,
+) -> Page[IncidentRead]:
+    filters = IncidentFilter(
+        status=status_,
+        priority=priority,
+        group=group,
+        assignee=assignee,
+        requester=requester,
+        created_from=created_from,
+        created_to=created_to,
+        text=q,
+    )
+    items, total = await handlers.list_incidents(
+        incidents, scope, filters, limit=page.limit, offset=page.offset
+    )
+    return Page(
+        items=[IncidentRead.of(i) for i in items], total=total, limit=page.limit, offset=page.offset
+    )
+
+
+@router.get("/{incident_id}", responses=problem_responses(401, 403, 404), summary="Get an incident")
+async def get_incident(
+    incident_id: str, scope: Scope, incidents: Service, response: Response
+) -> IncidentRead:
+    incident = await handlers.visible(incidents, scope, incident_id)
+    with_etag(response, incident)
+    return IncidentRead.of(incident)
+
+
+@router.patch(
+    "/{incident_id}",
+    responses=problem_responses(401, 403, 404, 409, 412, 422, 428),
+    summary="Edit descriptive fields (needs If-Match)",
+)
+async def edit_incident(
+    incident_id: str,
+    body: IncidentUpdate,
+    scope: Scope,
+    incidents: Service,
+    now: Now,
+    response: Response,
+    expected: RequiredIfMatch,
+) -> IncidentRead:
+    fields = body.model_dump(exclude_unset=True)
+    incident = await handlers.act(
+        incidents,
+        scope,
+        incident_id,
+        lambda i: edit_details(i, fields, actor=scope.subject, now=now),
+        now=now,
+        allowed=handlers.may_edit(set(fields)),
+        expected_version=expected,
+        denial="a requester may edit only the title and description",
+    )
+    with_etag(response, incident)
+    return IncidentRead.of(incident)
+
+
+@router.get(
+    "/{incident_id}/timeline",
+    responses=problem_responses(401, 403, 404),
+    summary="Every change with actor, time and before/after (requesters see public entries)",
+)
+async def get_timeline(incident_id: str, scope: Scope, incidents: Service) -> list[TimelineEntry]:
+    entries = await handlers.timeline(incidents, scope, incident_id)
+    return [TimelineEntry.model_validate(e) for e in entries]

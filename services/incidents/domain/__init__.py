@@ -1,0 +1,81 @@
+"""The incident domain: the aggregate, its lifecycle table, commands, alert rules, timeline."""
+
+from services.incidents.domain.actions import (
+    GroupRef,
+    OpenIncident,
+    assign,
+    edit_details,
+    escalate_functionally,
+    escalate_to_manager,
+    open_incident,
+    put_on_hold,
+    reprioritize,
+    resume,
+    start_work,
+)
+from services.incidents.domain.alerts import clear_alert, open_from_alert, record_firing
+from services.incidents.domain.lifecycle import TRANSITIONS, InvalidTransition, allowed_actions
+from services.incidents.domain.model import (
+    ITIL_MATRIX,
+    OPEN_STATUSES,
+    AlertLink,
+    Incident,
+    Outcome,
+    Policy,
+    parse_priority_matrix,
+)
+from services.incidents.domain.resolution import (
+    cancel,
+    close,
+    due_for_auto_close,
+    first_contact_resolution,
+    rate,
+    reopen,
+    resolve,
+)
+from services.incidents.domain.work import (
+    add_work_note,
+    change_watchers,
+    declare_major,
+    link_to_parent,
+    reply,
+)
+
+__all__ = [
+    "ITIL_MATRIX",
+    "OPEN_STATUSES",
+    "TRANSITIONS",
+    "AlertLink",
+    "GroupRef",
+    "Incident",
+    "InvalidTransition",
+    "OpenIncident",
+    "Outcome",
+    "Policy",
+    "add_work_note",
+    "allowed_actions",
+    "assign",
+    "cancel",
+    "change_watchers",
+    "clear_alert",
+    "close",
+    "declare_major",
+    "due_for_auto_close",
+    "edit_details",
+    "escalate_functionally",
+    "escalate_to_manager",
+    "first_contact_resolution",
+    "link_to_parent",
+    "open_from_alert",
+    "open_incident",
+    "parse_priority_matrix",
+    "put_on_hold",
+    "rate",
+    "record_firing",
+    "reopen",
+    "reply",
+    "reprioritize",
+    "resolve",
+    "resume",
+    "start_work",
+]
