@@ -20,6 +20,7 @@ import uvicorn
 from fastapi import FastAPI
 from pydantic import SecretStr
 
+from services.changes import main as changes
 from services.incidents import main as incidents
 from shared.auth.cli import dev_key_file
 from shared.bus.memory import InMemoryBus
@@ -39,7 +40,10 @@ class EmbeddedSettings(ServiceSettings):
 
 
 # (name, builder, routers) of every service that has landed.
-SERVICES = [("incidents", incidents.build, incidents.routers)]
+SERVICES = [
+    ("incidents", incidents.build, incidents.routers),
+    ("changes", changes.build, changes.routers),
+]
 
 
 def ensure_dev_key(path: Path) -> str:

@@ -13,6 +13,11 @@ class Forbidden(PermissionError):
     pass
 
 
+class Invalid(ValueError):
+    """The request breaks a rule of the input (a change that ends before it starts, a missing
+    plan, an unknown item): answered 422 with this message."""
+
+
 class Conflict(Exception):
     """The request conflicts with the object's current state (a forbidden transition, a rule of
     the business); `details` are added to the problem document."""

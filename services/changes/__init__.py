@@ -1,1 +1,2 @@
-"""The changes service: lands with its own issue (#6). Until then it has no code."""
+"""The changes service: change requests with risk, CAB approvals, scheduling checks, PIR,
+CI/CD deployments and incident correlation."""

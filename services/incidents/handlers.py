@@ -15,10 +15,10 @@ from services.incidents.domain import GroupRef, Incident, OpenIncident, Outcome,
 from services.incidents.domain.timeline import entry
 from services.incidents.store import Group, GroupRepository, IncidentFilter, IncidentRepository
 from shared.auth.principal import Principal, Role
-from shared.contracts.envelope import sequenced
 from shared.contracts.incidents import Closure
 from shared.errors import Forbidden, NotFound, PreconditionFailed
 from shared.ids import uuid7
+from shared.store.outcomes import store_changed, store_created
 
 SOURCE = "/itsm/incidents"
 NextNumber = Callable[[], Awaitable[int]]
@@ -55,12 +55,10 @@ async def record(incidents: Incidents, command: OpenIncident, *, now: datetime) 
 
 async def store_new(incidents: Incidents, outcome: Outcome, *, now: datetime) -> Incident:
     incident, events = outcome
-    await incidents.repo.add(
-        incident,
-        sequenced(incident.id, 0, events, source=SOURCE, time=now),
-        append={"timeline": [entry(None, incident, list(events), at=now)]},
-    )
-    return incident
+    return await store_created(
+        incidents.repo, incident, events, aggregate_id=incident.id, source=SOURCE, now=now,
+        audit=entry(None, incident, events, at=now),
+    )  # fmt: skip
 
 
 async def commit(
@@ -72,14 +70,10 @@ async def commit(
     after, events = outcome
     if not events:
         return before
-    entries = [entry(before, after, list(events), at=now)] if timeline else []
-    await incidents.repo.save(
-        after,
-        before.version,
-        sequenced(after.id, before.version, events, source=SOURCE, time=now),
-        append={"timeline": entries},
-    )
-    return after
+    return await store_changed(
+        incidents.repo, after, events, aggregate_id=after.id, from_version=before.version,
+        source=SOURCE, now=now, audit=entry(before, after, events, at=now) if timeline else None,
+    )  # fmt: skip
 
 
 async def visible(incidents: Incidents, scope: AccessScope, incident_id: str) -> Incident:

@@ -125,3 +125,6 @@ def create_app(
         description="The ITIL incident lifecycle and alert intake. Errors are RFC 9457 "
         "problem+json; actions answer 409 naming the allowed next states.",
     )
+
+
+__all__ = ["IncidentsSettings", "build", "create_app", "routers"]

@@ -29,4 +29,5 @@ __all__ = [
 
 # Importing the contract modules registers their event types.
 from shared.contracts import alerts as alerts
+from shared.contracts import changes as changes
 from shared.contracts import incidents as incidents

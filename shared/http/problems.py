@@ -9,7 +9,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from shared.errors import Conflict, Forbidden, NotFound, PreconditionFailed, PreconditionRequired
+from shared.errors import (
+    Conflict,
+    Forbidden,
+    Invalid,
+    NotFound,
+    PreconditionFailed,
+    PreconditionRequired,
+)
 from shared.store.errors import AlreadyExists, ConcurrencyConflict, StoreUnavailable
 
 PROBLEM_JSON = "application/problem+json"
@@ -121,6 +128,7 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(NotFound, mapped(404, "Not found"))
     app.add_exception_handler(AlreadyExists, mapped(409, "Already exists"))
     app.add_exception_handler(Forbidden, mapped(403, "Forbidden"))
+    app.add_exception_handler(Invalid, mapped(422, "Invalid request"))
     app.add_exception_handler(PreconditionRequired, mapped(428, "Precondition required"))
     app.add_exception_handler(PreconditionFailed, on_precondition_failed)
     app.add_exception_handler(Problem, on_problem)

@@ -66,7 +66,7 @@ class InMemoryCollection:
         return "memory"
 
     async def insert_one(self, document: Mapping[str, Any]) -> InsertOneResult:
-        doc = copy.deepcopy(dict(document))
+        doc = _bson(dict(document))
         if doc.get("_id") in self._docs:
             raise DuplicateKeyError(f"E11000 duplicate key _id {doc['_id']!r}")
         self._docs[doc["_id"]] = doc
@@ -251,9 +251,19 @@ def _comparable(a: Any, b: Any) -> bool:
     return (isinstance(a, numbers) and isinstance(b, numbers)) or type(a) is type(b)
 
 
+def _bson(value: Any) -> Any:
+    """A deep copy as BSON would store it: tuples become lists."""
+    if isinstance(value, dict):
+        return {k: _bson(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_bson(v) for v in value]
+    return copy.deepcopy(value)
+
+
 def _apply_update(doc: dict[str, Any], update: Mapping[str, Any], *, inserting: bool) -> None:
     for op, fields in update.items():
-        for path, arg in fields.items():
+        for path, raw in fields.items():
+            arg = _bson(raw)
             parent, leaf = _parent(doc, path)
             match op:
                 case "$set":

@@ -26,3 +26,9 @@ def test_asyncapi_lists_every_event_type_on_its_topic() -> None:
     assert incidents["address"] == "itsm.incidents.events.v1"
     assert "itsm.incident.created.v1" in incidents["messages"]
     json.dumps(document)  # serialisable
+
+
+def test_every_event_type_is_listed_in_the_events_page() -> None:
+    page = (DOCS.parent / "events.md").read_text()
+    missing = [t for t in registered_types() if f"`{t}`" not in page]
+    assert not missing, f"docs/events.md does not list {missing}"

@@ -20,7 +20,7 @@ from shared.contracts.incidents import (
     IncidentReopened,
     IncidentResolved,
 )
-from shared.errors import Conflict
+from shared.errors import Conflict, Invalid
 
 
 def first_contact_resolution(incident: Incident) -> bool:
@@ -43,7 +43,7 @@ def resolve(
     cascaded_from: str | None = None,
 ) -> Outcome:
     if not code.strip() or not notes.strip():
-        raise ValueError("a resolution needs a code and notes")
+        raise Invalid("a resolution needs a code and notes")
     status = step(incident, "resolve")
     fcr = first_contact_resolution(incident)
     event = IncidentResolved(

@@ -1,0 +1,1 @@
+"""Benchmarks against the local stack (`python -m devtools.localstack`)."""

@@ -1,0 +1,1 @@
+"""The change domain: aggregate, lifecycle table, risk, approval policy, scheduling rules."""

@@ -1,0 +1,306 @@
+"""The changes API on the in-memory adapters: the normal, emergency and standard flows, bad
+input, scheduling conflicts and freezes, the calendar, access control."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+
+from services.changes.main import ChangesSettings, create_app
+from shared.bus.memory import InMemoryBus
+from shared.runtime import Runtime, in_memory
+from shared.settings import ServiceSettings
+from tests.support.apps import asgi_client
+
+Auth = Callable[..., dict[str, str]]
+BASE = "/api/v1/changes"
+START = datetime(2026, 3, 21, 21, 30, tzinfo=UTC)  # Saturday 22:30 CET: in the weekend window
+PEOPLE = {
+    "requester": ("rita", "requester"),
+    "other": ("otto", "requester"),
+    "implementer": ("ivan", "agent"),
+    "manager": ("mona", "change-manager"),
+    "cab": ("carla", "agent"),
+    "cab2": ("cem", "agent"),
+    "ecab": ("ed", "agent"),
+    "machine": ("ci", "service"),
+}
+
+
+class Api:
+    def __init__(self, client: httpx.AsyncClient, auth: Auth) -> None:
+        self.client = client
+        self.auth = auth
+
+    def h(self, persona: str) -> dict[str, str]:
+        return self.auth(*PEOPLE[persona])
+
+    async def call(
+        self, method: str, url: str, persona: str, body: Any = None, expect: int = 200
+    ) -> dict[str, Any]:
+        response = await self.client.request(method, url, json=body, headers=self.h(persona))
+        assert response.status_code == expect, response.text
+        return response.json()
+
+    async def create(self, persona: str = "requester", expect: int = 201, **fields: Any) -> dict:
+        body = {
+            "title": "Upgrade core router firmware",
+            "change_type": "normal",
+            "implementer": "ivan",
+            "services": ["network"],
+            "configuration_items": ["rtr-1"],
+            "plan": {"implementation": "flash", "backout": "reflash", "test": "ping",
+                     "backout_tested": True},
+            "planned_start": START.isoformat(),
+            "planned_end": (START + timedelta(hours=1)).isoformat(),
+            **fields,
+        }  # fmt: skip
+        return await self.call("POST", BASE, persona, body, expect)
+
+    async def act(
+        self, change: dict, action: str, persona: str, body: Any = None, expect: int = 200
+    ) -> dict:
+        return await self.call(
+            "POST", f"{BASE}/{change['id']}/{action}", persona, body or {}, expect
+        )
+
+
+@pytest.fixture
+async def api(settings: ServiceSettings, auth: Auth) -> AsyncIterator[Api]:
+    runtime: Runtime = in_memory(settings, InMemoryBus())
+    config = ChangesSettings(**settings.model_dump())
+    async with asgi_client(create_app(config, runtime)) as client:
+        a = Api(client, auth)
+        for item in ("rtr-1", "rtr-2", "sw-1"):
+            await a.call(
+                "POST",
+                "/api/v1/configuration-items",
+                "manager",
+                {"name": item, "service": "network"},
+                201,
+            )
+        await a.call("PUT", "/api/v1/approval-groups/cab", "manager", {"members": ["carla", "cem"]})
+        await a.call("PUT", "/api/v1/approval-groups/ecab", "manager", {"members": ["ed"]})
+        await a.call(
+            "POST", "/api/v1/maintenance-windows", "manager",
+            {"name": "weekend", "weekday": 5, "start": "22:00", "duration_minutes": 360,
+             "zone": "Europe/Berlin"}, 201,
+        )  # fmt: skip
+        yield a
+
+
+async def test_a_normal_change_from_request_to_closure(api: Api) -> None:
+    change = await api.create()
+    assert change["status"] == "draft" and change["number"] == "CHG0000001"
+    change = await api.act(change, "submit", "requester")
+    assert change["status"] == "assessment"
+    change = await api.act(change, "assessment", "manager")
+    assert change["status"] == "awaiting_approval" and change["risk"]["level"] == "low"
+    assert change["required_approvals"] == [{"group": "change-managers", "quorum": 1}]
+    change = await api.act(change, "approvals", "manager", {"decision": "approve", "comment": "go"})
+    assert change["status"] == "scheduled"
+    await api.act(change, "start", "other", expect=404)
+    await api.act(change, "start", "cab", expect=403)
+    change = await api.act(change, "start", "implementer")
+    change = await api.act(change, "complete", "implementer", {"outcome": "failed"})
+    assert change["review_required"] is True
+    refused = await api.act(change, "close", "manager", expect=409)
+    assert "review is required" in refused["detail"]
+    change = await api.act(
+        change, "review", "implementer", {"summary": "firmware bug", "lessons": "stage"}
+    )
+    change = await api.act(change, "close", "manager")
+    assert change["status"] == "closed" and change["outcome"] == "failed"
+    timeline = await api.call("GET", f"{BASE}/{change['id']}/timeline", "requester")
+    assert [e["events"][0] for e in timeline] == [
+        "created", "submitted", "assessed", "approval_recorded", "started", "completed",
+        "reviewed", "closed",
+    ]  # fmt: skip
+    assert (
+        timeline[2]["actor"] == "mona"
+        and timeline[2]["changes"]["status"]["after"] == "awaiting_approval"
+    )
+
+
+async def test_medium_risk_needs_the_cab_and_a_rejection_returns_to_draft(api: Api) -> None:
+    change = await api.create(risk_answers={"user_impact": "high"})
+    await api.act(change, "submit", "requester")
+    change = await api.act(change, "assessment", "manager")
+    assert (
+        change["risk"]["level"] == "medium" and "high impact on users" in change["risk"]["reasons"]
+    )
+    assert [r["group"] for r in change["required_approvals"]] == ["change-managers", "cab"]
+    await api.act(change, "approvals", "requester", {"decision": "approve"}, expect=403)
+    change = await api.act(
+        change, "approvals", "cab", {"decision": "reject", "comment": "no rollback test"}
+    )
+    assert change["status"] == "draft"
+
+
+async def test_bad_input_gets_a_clear_422(api: Api) -> None:
+    ends_first = await api.create(planned_end=(START - timedelta(hours=1)).isoformat(), expect=422)
+    assert "ends before it starts" in ends_first["detail"]
+    unknown = await api.create(configuration_items=["rtr-1", "mystery-box"], expect=422)
+    assert "mystery-box" in unknown["detail"]
+    no_plan = await api.create(plan={"implementation": "flash"})
+    refused = await api.act(no_plan, "submit", "requester", expect=422)
+    assert "backout plan" in refused["detail"] and "test plan" in refused["detail"]
+    naive = await api.create(planned_start="2026-03-21T21:30:00", expect=422)
+    assert naive["errors"][0]["location"].startswith("body.planned_start")
+
+
+async def approved(api: Api, **fields: Any) -> dict:
+    change = await api.create(**fields)
+    await api.act(change, "submit", "requester")
+    await api.act(change, "assessment", "manager")
+    return await api.act(change, "approvals", "manager", {"decision": "approve"})
+
+
+async def test_an_overlapping_approved_change_on_the_same_item_is_a_conflict(api: Api) -> None:
+    first = await approved(api)
+    second = await api.create(
+        planned_start=(START + timedelta(minutes=30)).isoformat(),
+        planned_end=(START + timedelta(hours=2)).isoformat(),
+    )
+    await api.act(second, "submit", "requester")
+    await api.act(second, "assessment", "manager")
+    refused = await api.act(second, "approvals", "manager", {"decision": "approve"}, expect=409)
+    assert refused["conflicting_changes"] == [first["number"]]
+    other_item = await approved(api, configuration_items=["sw-1"])
+    assert other_item["status"] == "scheduled"
+
+
+async def test_freezes_block_normal_changes_but_not_emergencies(api: Api) -> None:
+    await api.call(
+        "POST", "/api/v1/freeze-windows", "manager",
+        {"name": "quarter-end", "start": (START - timedelta(days=1)).isoformat(),
+         "end": (START + timedelta(days=1)).isoformat()}, 201,
+    )  # fmt: skip
+    normal = await api.create()
+    await api.act(normal, "submit", "requester")
+    await api.act(normal, "assessment", "manager")
+    refused = await api.act(normal, "approvals", "manager", {"decision": "approve"}, expect=409)
+    assert refused["freezes"] == ["quarter-end"]
+    emergency = await api.create(change_type="emergency", title="Patch exploited CVE")
+    await api.act(emergency, "submit", "requester")
+    emergency = await api.act(emergency, "assessment", "manager")
+    assert [r["group"] for r in emergency["required_approvals"]] == ["ecab"]
+    emergency = await api.act(emergency, "approvals", "ecab", {"decision": "approve"})
+    assert emergency["status"] == "scheduled" and emergency["review_required"] is True
+
+
+async def test_standard_changes_come_from_the_catalog_and_are_pre_approved(api: Api) -> None:
+    await api.call(
+        "POST", "/api/v1/change-templates", "manager",
+        {"name": "patch-linux", "title": "Monthly Linux patching", "implementation": "apt upgrade",
+         "backout": "snapshot restore", "test": "smoke tests", "services": ["network"]}, 201,
+    )  # fmt: skip
+    missing = await api.create(change_type="standard", template=None, expect=422)
+    assert "template" in missing["detail"]
+    unknown = await api.create(change_type="standard", template="nope", expect=422)
+    assert "nope" in unknown["detail"]
+    change = await api.create(change_type="standard", template="patch-linux", title="", plan={})
+    assert (
+        change["title"] == "Monthly Linux patching"
+        and change["plan"]["backout"] == "snapshot restore"
+    )
+    change = await api.act(change, "submit", "requester")
+    assert change["status"] == "scheduled" and change["approvals"] == []
+
+
+async def test_the_calendar_shows_changes_freezes_and_local_maintenance_windows(api: Api) -> None:
+    change = await approved(api)
+    calendar = await api.call(
+        "GET", f"{BASE}/calendar?start=2026-03-20T00:00:00Z&end=2026-04-06T00:00:00Z&zone=Europe/Berlin",
+        "requester",
+    )  # fmt: skip
+    assert [c["number"] for c in calendar["changes"]] == [change["number"]]
+    local = [m["local_start"] for m in calendar["maintenance"]]
+    assert local == [
+        "2026-03-21T22:00:00+01:00",
+        "2026-03-28T22:00:00+01:00",
+        "2026-04-04T22:00:00+02:00",
+    ]
+    assert [m["start"] for m in calendar["maintenance"]][2] == "2026-04-04T20:00:00Z"
+    await api.call(
+        "GET",
+        f"{BASE}/calendar?start=2026-03-20T00:00:00Z&end=2026-09-20T00:00:00Z",
+        "requester",
+        expect=422,
+    )
+    await api.call(
+        "GET",
+        f"{BASE}/calendar?start=2026-03-20T00:00:00Z&end=2026-03-21T00:00:00Z&zone=Mars/Base",
+        "requester",
+        expect=422,
+    )
+
+
+async def test_risk_is_lower_inside_the_maintenance_window(api: Api) -> None:
+    inside = await api.create()
+    outside = await api.create(
+        planned_start="2026-03-23T10:00:00Z", planned_end="2026-03-23T11:00:00Z"
+    )
+    inside_risk = await api.call("GET", f"{BASE}/{inside['id']}/risk", "requester")
+    outside_risk = await api.call("GET", f"{BASE}/{outside['id']}/risk", "requester")
+    assert (
+        inside_risk["reasons"] == []
+        and "planned outside a maintenance window" in outside_risk["reasons"]
+    )
+
+
+async def test_delegated_approval(api: Api) -> None:
+    change = await api.create(risk_answers={"user_impact": "high"})
+    await api.act(change, "submit", "requester")
+    await api.act(change, "assessment", "manager")
+    await api.act(change, "delegations", "cab", {"to": "dora"})
+    dora = {"Authorization": api.auth("dora", "agent")["Authorization"]}
+    response = await api.client.post(
+        f"{BASE}/{change['id']}/approvals", json={"decision": "approve"}, headers=dora
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["approvals"][0]["on_behalf_of"] == "carla"
+
+
+async def test_access(api: Api) -> None:
+    change = await api.create()
+    url = f"{BASE}/{change['id']}"
+    for persona, status in [
+        ("requester", 200), ("other", 404), ("implementer", 200), ("manager", 200),
+        ("cab", 200), ("machine", 403),
+    ]:  # fmt: skip
+        response = await api.client.get(url, headers=api.h(persona))
+        assert response.status_code == status, (persona, response.text)
+    assert (await api.client.get(BASE, headers=api.h("other"))).json()["total"] == 0
+    await api.act(change, "assessment", "manager", expect=409)  # a draft is not assessable yet
+    await api.act(change, "submit", "requester")
+    await api.act(change, "assessment", "requester", expect=403)
+    await api.act(change, "decline", "implementer", {"reason": "no"}, expect=403)
+    edited = await api.client.patch(url, json={"title": "x"}, headers=api.h("requester"))
+    assert edited.status_code == 428
+    for persona in ("requester", "implementer", "cab", "machine"):
+        denied = await api.client.post("/api/v1/freeze-windows", json={}, headers=api.h(persona))
+        assert denied.status_code in (403, 422) and (
+            persona == "machine" or denied.status_code == 403
+        )
+
+
+async def test_edits_are_for_drafts_with_a_current_etag(api: Api) -> None:
+    change = await api.create()
+    url = f"{BASE}/{change['id']}"
+    ok = await api.client.patch(url, json={"title": "Upgrade both routers", "configuration_items": ["rtr-1", "rtr-2"]},
+                                headers={**api.h("requester"), "If-Match": '"1"'})  # fmt: skip
+    assert ok.status_code == 200 and ok.json()["configuration_items"] == ["rtr-1", "rtr-2"]
+    stale = await api.client.patch(
+        url, json={"title": "x"}, headers={**api.h("requester"), "If-Match": '"1"'}
+    )
+    assert stale.status_code == 412
+    await api.act(change, "submit", "requester")
+    frozen = await api.client.patch(
+        url, json={"title": "x"}, headers={**api.h("requester"), "If-Match": '"3"'}
+    )
+    assert frozen.status_code == 409 and "allowed" in frozen.json()["detail"]
