@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 
 from services.changes import handlers
-from services.changes.api.deps import IfMatch, Now, Scope, Service, with_etag
+from services.changes.api.deps import Scope, Service, with_etag
 from services.changes.domain import actions
 from services.changes.domain.model import Change
 from services.changes.schemas import (
@@ -16,6 +16,8 @@ from services.changes.schemas import (
     Justification,
     ReviewIn,
 )
+from shared.http.clock import Now
+from shared.http.etag import IfMatch
 from shared.http.problems import problem_responses
 
 router = APIRouter(

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from fastapi import APIRouter, Query, Response, status
 
 from services.changes import handlers
-from services.changes.api.deps import Now, RequiredIfMatch, Scope, Service, with_etag
+from services.changes.api.deps import Scope, Service, with_etag
 from services.changes.domain.actions import NewChange
 from services.changes.domain.model import Plan, RiskAnswers, Window
 from services.changes.domain.risk import assess_risk
@@ -27,6 +27,8 @@ from services.changes.schemas import (
 from services.changes.store import ChangeFilter
 from shared.contracts.changes import ChangeStatus, ChangeType
 from shared.errors import Invalid
+from shared.http.clock import Now
+from shared.http.etag import RequiredIfMatch
 from shared.http.pagination import Page, Pagination
 from shared.http.problems import problem_responses
 

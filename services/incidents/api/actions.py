@@ -6,7 +6,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 
 from services.incidents import domain, handlers
-from services.incidents.api.deps import IfMatch, Now, Scope, Service, with_etag
+from services.incidents.api.deps import Scope, Service, with_etag
 from services.incidents.domain import Incident
 from services.incidents.schemas import (
     Assignment,
@@ -22,6 +22,8 @@ from services.incidents.schemas import (
     Resolution,
     WatchersChange,
 )
+from shared.http.clock import Now
+from shared.http.etag import IfMatch
 from shared.http.problems import problem_responses
 
 router = APIRouter(

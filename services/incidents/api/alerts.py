@@ -10,10 +10,11 @@ from typing import get_args
 from fastapi import APIRouter, status
 from pydantic import BaseModel
 
-from services.incidents.api.deps import BusDep, Machine, Now
+from services.incidents.api.deps import BusDep, Machine
 from services.incidents.schemas import AlertmanagerAlert, AlertmanagerWebhook
 from shared.contracts import Envelope, Topic
 from shared.contracts.alerts import AlertCleared, AlertData, AlertFired
+from shared.http.clock import Now
 from shared.http.problems import problem_responses
 
 router = APIRouter(prefix="/api/v1/alerts", tags=["alert intake"])

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response, status
 
-from services.incidents.api.deps import IfMatch, Person, Service, Supervisor, etag
+from services.incidents.api.deps import Person, Service, Supervisor
 from services.incidents.schemas import GroupCreate, GroupMembers, GroupRead
 from services.incidents.store import Group
 from shared.errors import NotFound, PreconditionFailed
+from shared.http.etag import IfMatch, etag
 from shared.http.pagination import Page, Pagination
 from shared.http.problems import problem_responses
 

@@ -8,20 +8,15 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response, status
 
 from services.incidents import handlers
-from services.incidents.api.deps import (
-    Now,
-    Reporter,
-    RequiredIfMatch,
-    Scope,
-    Service,
-    with_etag,
-)
+from services.incidents.api.deps import Reporter, Scope, Service, with_etag
 from services.incidents.domain import OpenIncident, edit_details
 from services.incidents.schemas import IncidentCreate, IncidentRead, IncidentUpdate, TimelineEntry
 from services.incidents.store import IncidentFilter
 from shared.auth import Role
 from shared.contracts.incidents import Priority, Status
 from shared.errors import Forbidden
+from shared.http.clock import Now
+from shared.http.etag import RequiredIfMatch
 from shared.http.pagination import Page, Pagination
 from shared.http.problems import problem_responses
 
