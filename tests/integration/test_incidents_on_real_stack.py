@@ -15,9 +15,10 @@ from pydantic import SecretStr
 
 from devtools import localstack
 from services.incidents import handlers
-from services.incidents.domain import OpenIncident
+from services.incidents.domain import OpenIncident, Policy
+from services.incidents.handlers import Incidents
 from services.incidents.main import IncidentsSettings, create_app
-from services.incidents.store import IncidentRepository
+from services.incidents.store import GroupRepository, IncidentRepository
 from shared.bus.kafka import KafkaBus
 from shared.contracts import Topic
 from shared.contracts.codec import KafkaRecord, decode
@@ -90,13 +91,18 @@ async def test_relay_delivers_what_was_pending_after_it_is_restarted(
     kafka_bootstrap: str, kafka_bus: KafkaBus, mongo_db: object, mongo_url: str
 ) -> None:
     repo = IncidentRepository(mongo_db)  # written with no relay running: the process "died"
+    incidents = Incidents(
+        repo=repo,
+        groups=GroupRepository(mongo_db),
+        next_number=lambda: next_number(mongo_db, "incident"),
+        policy=Policy(),
+    )
     ids = []
     now = datetime.now(UTC)
     for i in range(20):
-        incident = await handlers.create_incident(
+        incident = await handlers.record(
+            incidents,
             OpenIncident(title=f"disk full {i}", requester="mon", impact=2, urgency=2),
-            repo=repo,
-            next_number=lambda: next_number(mongo_db, "incident"),
             now=now,
         )
         ids.append(incident.id.encode())
