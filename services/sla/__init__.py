@@ -1,1 +1,1 @@
-"""The sla service: lands with its own issue (#4). Until then it has no code."""
+"""The sla service: live SLA and OLA timers per ticket in business time, driven by ticket events."""

@@ -31,3 +31,4 @@ __all__ = [
 from shared.contracts import alerts as alerts
 from shared.contracts import changes as changes
 from shared.contracts import incidents as incidents
+from shared.contracts import sla as sla

@@ -305,7 +305,7 @@ def test_late_resolution_reads_breached_then_missed_whenever_the_processor_woke(
     monday_9am = utc(2026, 3, 16, 8)
     story = Story(monday_9am)
     story.reply(monday_9am + 2 * H)  # 1 h late
-    state, facts = run(story.events)
+    _, facts = run(story.events)
     assert kinds(facts, "first_response") == ["started", "breached", "missed"]
     breached, missed = facts[-2:]
     assert breached.occurred_at == monday_9am + H and breached.elapsed_seconds == 3600
@@ -564,7 +564,7 @@ def test_a_redelivered_event_changes_nothing() -> None:
 
 def test_events_of_a_ticket_whose_creation_was_not_seen_are_skipped() -> None:
     story = Story(utc(2026, 3, 16, 8))
-    state, facts = run(story.events[1:] + [story.pend(utc(2026, 3, 16, 9))])
+    state, facts = run([*story.events[1:], story.pend(utc(2026, 3, 16, 9))])
     assert facts == [] and state.ticket is None and state.applied_sequence == 2
 
 
@@ -641,6 +641,18 @@ def test_timer_transition_table(status: str, action: str) -> None:
     expected = EXPECTED[status].get(action)
     assert (moved.status if moved else None) == expected
     assert TRANSITIONS.get((status, action)) == expected  # type: ignore[call-overload]
+
+
+def test_a_transition_dated_before_the_last_change_takes_no_time_back() -> None:
+    target = CATALOG.sla[0].target("resolution")  # 24x7
+    assert target is not None
+    monday_9am = utc(2026, 3, 16, 8)
+    paused = step(start("resolution", target, monday_9am), "pause", monday_9am + H)
+    assert paused is not None
+    resumed = step(paused, "resume", monday_9am + 30 * M)  # a clock that stepped back
+    assert resumed is not None
+    assert (resumed.since, resumed.elapsed) == (monday_9am + H, H)
+    assert view(SlaState("t", timers=(resumed,)), "resolution", monday_9am + 2 * H).elapsed == 2 * H
 
 
 def test_every_sla_fact_is_registered_on_the_sla_topic_and_matches_its_schema() -> None:
