@@ -1,0 +1,182 @@
+"""The Faust application: `create_app(settings)` wires topics, the state table, the agents and the
+wake-up timer around `SlaProcessor`. Nothing happens at import time.
+
+- `sla-incidents` consumes the incident events (raw bytes and headers, CloudEvents), drives the
+  engine per ticket, publishes the SLA facts and stores the state in the `sla-state` table
+  (changelog-backed, keyed by ticket id, co-partitioned with the incident events).
+- `sla-wakeups` (a timer on every worker, every `tick_interval` seconds) sends a due record for
+  each owned ticket whose next wake-up has come to `<app_id>-sla-due`, a topic with the same
+  partition count, to the partition of the ticket's state. Timers cannot write tables (writes
+  need the partition of the event being processed), so:
+- `sla-due` consumes the due records and applies the alerts that fell due, in the table.
+- On every assignment the wake-up index keeps only owned partitions; once the table has
+  recovered, it is rebuilt from the table, so the new owner of a partition re-arms its tickets.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
+
+import faust
+import structlog
+
+from services.sla.domain import PolicyCatalog
+from services.sla.processor.catalog import default_catalog
+from services.sla.processor.codec import StateFormatError, stored
+from services.sla.processor.handling import Clock, Handled, SlaProcessor
+from services.sla.processor.publishing import FaustSink, RecordSink, normalise_headers
+from services.sla.processor.settings import SlaSettings
+from services.sla.processor.topics import SlaApp, due_topic, due_topic_name, platform_topic
+from services.sla.processor.wakeups import Wakeup, WakeupIndex
+from shared.bus.processing import SourcePosition
+from shared.contracts.codec import KafkaRecord
+from shared.contracts.topics import Topic
+
+log = structlog.get_logger(__name__)
+
+TABLE = "sla-state"
+
+
+@dataclass
+class SlaComponents:
+    """Handles on what `create_app` built (`app.sla`), for tests and operations."""
+
+    settings: SlaSettings
+    processor: SlaProcessor
+    index: WakeupIndex
+    table: Any
+    incident_agent: Any
+    due_agent: Any
+    topics: dict[str, Any]
+
+    def owned_partitions(self, tps: Iterable[Any]) -> set[int]:
+        """The partitions of the table among `tps` (the consumed, co-partitioned topics)."""
+        consumed = {self.processor.due_topic, str(Topic.INCIDENTS)}
+        return {tp.partition for tp in tps if tp.topic in consumed}
+
+    def rearm(self, partitions: set[int]) -> int:
+        """Rebuild the wake-up index from the table for the tickets of `partitions`."""
+        entries = []
+        for ticket_id, value in self.table.items():
+            try:
+                info = stored(value)
+            except StateFormatError as exc:
+                log.error("sla.state.unreadable", ticket_id=ticket_id, error=str(exc))
+                continue
+            if info.partition in partitions and info.wakeup is not None:
+                entries.append(Wakeup(ticket_id, info.partition, info.wakeup))
+        self.index.rebuild(entries)
+        return len(entries)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def create_app(
+    settings: SlaSettings | None = None,
+    *,
+    catalog: PolicyCatalog | None = None,
+    clock: Clock | None = None,
+    sink: RecordSink | None = None,
+) -> faust.App:
+    """The SLA processor as a Faust app. `catalog` defaults to `default_catalog(settings.targets)`;
+    `clock` and `sink` are seams for tests (wall-clock UTC and the app's own topics otherwise)."""
+    settings = settings or SlaSettings()
+    if settings.store.startswith("rocksdb") and importlib.util.find_spec("rocksdict") is None:
+        raise RuntimeError("ITSM_SLA_STORE=rocksdb:// needs the rocksdict package installed")
+    partitions = settings.topic_partitions
+    app = SlaApp(
+        settings.app_id,
+        broker=settings.broker_urls(),
+        store=settings.store,
+        datadir=str(settings.data_dir) if settings.data_dir else None,
+        processing_guarantee="at_least_once",
+        topic_partitions=partitions,
+        topic_replication_factor=settings.topic_replication_factor,
+        topic_allow_declare=True,
+        table_standby_replicas=settings.table_standby_replicas,
+        consumer_auto_offset_reset=settings.auto_offset_reset,
+        broker_session_timeout=settings.session_timeout,
+        broker_heartbeat_interval=min(3.0, settings.session_timeout / 3),
+        producer_acks=-1,
+        web_enabled=settings.web_enabled,
+        web_port=settings.web_port,
+        autodiscover=False,
+    )
+    incidents = platform_topic(app, Topic.INCIDENTS, partitions)
+    sla_topic = platform_topic(app, Topic.SLA, partitions)
+    dead_letter = platform_topic(app, Topic.DEAD_LETTER, partitions)
+    due = due_topic(app, settings.app_id, partitions)
+    # value_type stays None (JSON, plain dicts): Faust calls `value_type.from_data` when it
+    # reads the changelog back, which a plain `dict` does not have -- recovery would fail.
+    table = app.Table(TABLE, key_type=str, partitions=partitions)
+    app.declared_topics = [incidents, sla_topic, dead_letter, due, table.changelog_topic]
+    app.copartitioned = [
+        str(Topic.INCIDENTS),
+        due_topic_name(settings.app_id),
+        table.changelog_topic.get_topic_name(),
+    ]
+
+    topics = {t.get_topic_name(): t for t in (incidents, sla_topic, dead_letter, due)}
+    index = WakeupIndex()
+    processor = SlaProcessor(
+        table=table,
+        sink=sink or FaustSink(topics),
+        catalog=catalog or default_catalog(settings.targets),
+        index=index,
+        group=settings.app_id,
+        sla_topic=str(Topic.SLA),
+        due_topic=due_topic_name(settings.app_id),
+        dead_letter_topic=str(Topic.DEAD_LETTER),
+        clock=clock or _utcnow,
+        tick_retry=timedelta(seconds=settings.tick_retry),
+    )
+
+    @app.agent(incidents, name="sla-incidents")
+    async def incident_events(stream: Any) -> AsyncIterator[Handled]:
+        async for event in stream.events():
+            message = event.message
+            record = KafkaRecord(event.key, event.value, normalise_headers(message.headers))
+            position = SourcePosition(message.topic, message.partition, message.offset)
+            yield await processor.on_incident_record(record, position)
+
+    @app.agent(due, name="sla-due")
+    async def due_records(stream: Any) -> AsyncIterator[Handled]:
+        async for event in stream.events():
+            message = event.message
+            position = SourcePosition(message.topic, message.partition, message.offset)
+            yield await processor.on_due_record(event.value, position)
+
+    @app.timer(interval=settings.tick_interval, name="sla-wakeups")  # type: ignore[untyped-decorator]
+    async def wakeups() -> None:
+        try:
+            await processor.send_due()
+        except Exception:  # the entries moved by tick_retry: they come round again
+            log.exception("sla.wakeups.send_failed")
+
+    components = SlaComponents(
+        settings, processor, index, table, incident_events, due_records, topics
+    )
+    app.sla = components
+
+    # Mode signals call receivers as (sender, *args, signal=…); args[0] is the set of TPs.
+    async def forget_revoked(sender: Any, *args: Any, **kwargs: Any) -> None:
+        index.forget(components.owned_partitions(args[0]))
+
+    async def keep_assigned(sender: Any, *args: Any, **kwargs: Any) -> None:
+        index.retain(components.owned_partitions(args[0]))
+
+    async def rearm_after_recovery() -> None:
+        owned = components.owned_partitions(app.consumer.assignment())
+        count = components.rearm(owned)
+        log.info("sla.wakeups.rearmed", partitions=sorted(owned), tickets=count)
+
+    app.on_partitions_revoked.connect(cast(Any, forget_revoked))
+    app.on_partitions_assigned.connect(cast(Any, keep_assigned))
+    table.on_recover(rearm_after_recovery)
+    return app

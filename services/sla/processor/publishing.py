@@ -1,0 +1,90 @@
+"""Where the processor's records go: SLA facts, due records and dead letters.
+
+`RecordSink` is the seam between the processing logic and Faust: `FaustSink` sends through the
+app's declared topics and waits for the broker's acknowledgement; the agent tests put a
+recording sink in its place (Faust's test context has no broker).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+from services.sla.domain import SlaState
+from shared.contracts.codec import KafkaRecord, encode
+from shared.contracts.envelope import Envelope
+from shared.contracts.sla import SlaEvent
+
+SOURCE = "/itsm/sla"
+Header = tuple[str, bytes]
+
+
+class RecordSink(Protocol):
+    async def send(self, topic: str, record: KafkaRecord, partition: int | None = None) -> None:
+        """Publish one record and return once the broker acknowledged it."""
+
+    async def send_many(
+        self, topic: str, records: Sequence[tuple[KafkaRecord, int | None]]
+    ) -> None:
+        """Publish records (each with its partition, or None for the key's) and return once
+        every one is acknowledged."""
+
+
+class FaustSink:
+    """Sends through Faust topics (the app's producer: acks=all)."""
+
+    def __init__(self, topics: Mapping[str, Any]) -> None:
+        self._topics = dict(topics)
+
+    async def _start(self, topic: str, record: KafkaRecord, partition: int | None) -> Any:
+        channel = self._topics[topic]
+        # topic.send queues the record on the producer and returns the delivery future.
+        return await channel.send(
+            key=record.key, value=record.value, headers=list(record.headers), partition=partition
+        )
+
+    async def send(self, topic: str, record: KafkaRecord, partition: int | None = None) -> None:
+        await (await self._start(topic, record, partition))
+
+    async def send_many(
+        self, topic: str, records: Sequence[tuple[KafkaRecord, int | None]]
+    ) -> None:
+        pending = [await self._start(topic, record, partition) for record, partition in records]
+        if pending:
+            await asyncio.gather(*pending)
+
+
+def fact_envelopes(
+    state: SlaState, facts: Sequence[SlaEvent], *, traceparent: str | None = None
+) -> list[Envelope]:
+    """The facts as CloudEvents numbered by the SLA state's counter: `state` is the state after
+    them, so they are `state.version - len(facts) + 1 … state.version`, in order. Replaying the
+    same input from the same stored state numbers them the same, so consumers drop repeats."""
+    first = state.version - len(facts) + 1
+    return [
+        Envelope(
+            type=fact.event_type,
+            source=SOURCE,
+            subject=state.ticket_id,
+            sequence=first + i,
+            data=fact.model_dump(mode="json"),
+            time=fact.occurred_at,
+            traceparent=traceparent,
+        )
+        for i, fact in enumerate(facts)
+    ]
+
+
+def fact_records(envelopes: Sequence[Envelope]) -> list[tuple[KafkaRecord, int | None]]:
+    return [(encode(envelope), None) for envelope in envelopes]
+
+
+def normalise_headers(raw: Any) -> tuple[Header, ...]:
+    """Kafka headers as (name, bytes) pairs, from aiokafka's tuples or a test's dict."""
+    if not raw:
+        return ()
+    items = raw.items() if isinstance(raw, Mapping) else raw
+    return tuple(
+        (str(k), v if isinstance(v, bytes) else str(v).encode()) for k, v in items if v is not None
+    )

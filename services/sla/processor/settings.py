@@ -1,0 +1,61 @@
+"""Settings of the SLA stream processor (`ITSM_SLA_…`, falling back to the platform's `ITSM_…`)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic_settings import SettingsConfigDict
+
+from shared.contracts.incidents import Priority
+from shared.settings import ServiceSettings
+
+
+class TargetOverride(BaseModel):
+    """Replaces one priority's default targets, in seconds (e.g. a tiny target in a test)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    first_response: float | None = Field(None, gt=0)
+    resolution: float | None = Field(None, gt=0)
+
+    def durations(self, defaults: tuple[timedelta, timedelta]) -> tuple[timedelta, timedelta]:
+        first, resolution = defaults
+        return (
+            timedelta(seconds=self.first_response) if self.first_response else first,
+            timedelta(seconds=self.resolution) if self.resolution else resolution,
+        )
+
+
+class SlaSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="ITSM_SLA_", extra="ignore")
+
+    service_name: str = "sla"
+    # The Faust application id: the consumer group, and the prefix of the processor's own topics
+    # (`<app_id>-sla-state-changelog`, `<app_id>-sla-due`). Change it and the state starts over.
+    app_id: str = Field("itsm-sla", pattern=r"^[A-Za-z0-9._-]+$")
+    # Table storage: memory:// rebuilds every table from its changelog at start-up; rocksdb://
+    # (the `rocksdict` package) keeps it on disk under data_dir and only catches up.
+    store: str = Field("memory://", pattern=r"^(memory|rocksdb)://")
+    data_dir: Path | None = None
+    # How often each worker looks for due wake-ups of the tickets it owns (seconds).
+    tick_interval: float = Field(0.2, gt=0, le=60)
+    # A due record that has not been answered by then is sent again.
+    tick_retry: float = Field(5.0, gt=0)
+    # Where a new consumer group starts reading the incident events. `earliest` rebuilds every
+    # ticket's SLA from the retained history; `latest` only measures tickets from now on.
+    auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    table_standby_replicas: int = Field(1, ge=0)
+    # How long a crashed worker keeps its partitions before the group moves them (Faust's
+    # default is 60 s). The broker's group.min.session.timeout.ms (6 s by default) is the floor.
+    session_timeout: float = Field(10.0, ge=6, le=1800)
+    web_enabled: bool = False
+    web_port: int = Field(6066, ge=1, le=65535)
+    # Per-priority replacements for the default catalog's targets, e.g.
+    # ITSM_SLA_TARGETS='{"P1": {"first_response": 120}}'.
+    targets: dict[Priority, TargetOverride] = Field(default_factory=dict)
+
+    def broker_urls(self) -> list[str]:
+        return [f"kafka://{host.strip()}" for host in self.kafka_bootstrap.split(",") if host]
