@@ -43,7 +43,7 @@ class ChangesSettings(ServiceSettings):
 async def build(settings: ServiceSettings, runtime: Runtime) -> ServiceUnit:
     config = settings if isinstance(settings, ChangesSettings) else ChangesSettings()
     database = runtime.database
-    repo = ChangeRepository(database, on_write=lambda: relay.nudge())
+    repo = ChangeRepository(database, on_write=lambda *written: relay.nudge(*written))
     relay = OutboxRelay(
         runtime.bus,
         [repo.collection],

@@ -52,7 +52,7 @@ class IncidentsSettings(ServiceSettings):
 
 async def build(settings: ServiceSettings, runtime: Runtime) -> ServiceUnit:
     config = settings if isinstance(settings, IncidentsSettings) else IncidentsSettings()
-    repo = IncidentRepository(runtime.database, on_write=lambda: relay.nudge())
+    repo = IncidentRepository(runtime.database, on_write=lambda *written: relay.nudge(*written))
     groups = GroupRepository(runtime.database)
     relay = OutboxRelay(
         runtime.bus,

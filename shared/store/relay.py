@@ -46,8 +46,13 @@ class OutboxRelay:
         self.name = name
         self._wake = asyncio.Event()
         self._worker = BackgroundTask(name)
+        self._written: dict[str, set[Any]] = {}
 
-    def nudge(self) -> None:
+    def nudge(self, collection_name: str | None = None, document_id: Any = None) -> None:
+        """Wake the relay; naming the document just written lets it fetch that one by `_id`
+        instead of scanning (on FerretDB only `_id` lookups are pushed down to SQLite)."""
+        if collection_name is not None:
+            self._written.setdefault(collection_name, set()).add(document_id)
         self._wake.set()
 
     async def start(self) -> None:
@@ -57,11 +62,14 @@ class OutboxRelay:
         await self._worker.stop()
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
         failures = 0
+        next_scan = loop.time()  # scan at start-up: a crash may have left events behind
         while True:
             self._wake.clear()
+            scan = loop.time() >= next_scan
             try:
-                relayed = await self.run_once()
+                relayed = await self.run_once(scan=scan)
                 failures = 0
             except asyncio.CancelledError:
                 raise
@@ -71,20 +79,20 @@ class OutboxRelay:
                 log.warning("outbox.relay_failed", relay=self.name, error=repr(exc))
                 await asyncio.sleep(min(0.1 * 2**failures, self._poll_interval * 5))
                 continue
+            if scan and not relayed:
+                next_scan = loop.time() + self._poll_interval
             if relayed:
                 continue  # there may be more behind this batch
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self._poll_interval)
+                await asyncio.wait_for(self._wake.wait(), timeout=max(0.0, next_scan - loop.time()))
 
-    async def run_once(self) -> int:
-        """One pass over every collection; returns the number of events relayed."""
+    async def run_once(self, *, scan: bool = True) -> int:
+        """One pass over every collection; returns the number of events relayed. With `scan`,
+        find every document with pending events (the safety net); otherwise only the documents
+        named by nudges since the last pass."""
         relayed = 0
         for collection in self._collections:
-            documents = (
-                await collection.find({f"{OUTBOX}.0": {"$exists": True}}, {OUTBOX: 1})
-                .limit(self._batch_size)
-                .to_list()
-            )
+            documents = await (self._scan(collection) if scan else self._written_to(collection))
             if not documents:
                 continue
             await self._publish(documents)
@@ -98,6 +106,19 @@ class OutboxRelay:
             PUBLISHED.labels(collection.name).inc(count)
             relayed += count
         return relayed
+
+    async def _scan(self, collection: Any) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = (
+            await collection.find({f"{OUTBOX}.0": {"$exists": True}}, {OUTBOX: 1})
+            .limit(self._batch_size)
+            .to_list()
+        )
+        return found
+
+    async def _written_to(self, collection: Any) -> list[dict[str, Any]]:
+        ids = self._written.pop(collection.name, set())
+        found = await asyncio.gather(*(collection.find_one({"_id": i}, {OUTBOX: 1}) for i in ids))
+        return [d for d in found if d and d.get(OUTBOX)]
 
     async def _publish(self, documents: list[dict[str, Any]]) -> None:
         by_topic: dict[str, list[Envelope]] = {}

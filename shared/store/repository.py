@@ -37,10 +37,11 @@ class AggregateRepository(Generic[A]):
     # never loaded with the aggregate.
     append_only: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, database: Any, on_write: Callable[[], None] | None = None) -> None:
+    def __init__(self, database: Any, on_write: Callable[[str, Any], None] | None = None) -> None:
         self.database = database
         self.collection = database[self.collection_name]
-        self._on_write = on_write or (lambda: None)
+        # Told (collection name, document id) after each write, e.g. OutboxRelay.nudge.
+        self._on_write = on_write or (lambda collection, document_id: None)
 
     def to_document(self, aggregate: A) -> dict[str, Any]:
         raise NotImplementedError
@@ -97,7 +98,7 @@ class AggregateRepository(Generic[A]):
             raise AlreadyExists(
                 f"{self.collection_name} {document['_id']} already exists"
             ) from None
-        self._on_write()
+        self._on_write(self.collection.name, document["_id"])
 
     async def save(
         self,
@@ -125,4 +126,4 @@ class AggregateRepository(Generic[A]):
             )
         if result.matched_count == 0:
             raise ConcurrencyConflict(aggregate_id, expected_version)
-        self._on_write()
+        self._on_write(self.collection.name, aggregate_id)
