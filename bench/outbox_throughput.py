@@ -33,12 +33,16 @@ another partition count.) The database is a scratch one, dropped at the end.
 
 Variants (`--variant`), proposals measured with the stock relay code otherwise unchanged:
 
-- `stock`: shared/store/relay.py as is;
-- `chunked`: the relay's removal bulk_write split into commands of at most `--update-chunk`
-  statements (FerretDB 1.24 never answers an update command of 100 statements or more);
-- `hinted`: chunked, and the repository tells the relay which document it wrote; the relay reads
-  those documents by `_id` instead of scanning the collection for pending outboxes (the scan stays
-  as the safety net, at most once per poll interval).
+- `stock`: shared/store/relay.py as is (its removals are one bulk_write per pass, of as many
+  statements as documents: up to the batch size when scanning, unbounded for nudged documents);
+- `chunked`: those bulk_writes split into commands of at most `--update-chunk` statements.
+  FerretDB 1.24 never answers an update command of 100 statements or more (and the database
+  stays wedged until dropped), so on FerretDB the stock relay runs with batch 99 unless
+  `--batch-size` says otherwise; its nudged path has no bound.
+
+A phase still running after `--timeout` seconds is stopped; for the subject, the events relayed
+by then (exact) over the time taken are reported as a partial throughput, and events never seen
+by the consumer count as infinitely late in the latency percentiles.
 """
 
 from __future__ import annotations
@@ -46,15 +50,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import itertools
+import faulthandler
 import math
 import multiprocessing
 import os
 import platform
 import secrets
+import signal
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from multiprocessing.connection import Connection
@@ -64,7 +69,6 @@ from urllib.parse import urlsplit
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from pymongo import UpdateOne
 
 from services.incidents.domain import Incident, OpenIncident, Policy, open_incident
 from services.incidents.domain.timeline import entry as timeline_entry
@@ -76,7 +80,6 @@ from shared.contracts.envelope import Envelope, sequenced
 from shared.contracts.incidents import IncidentCreated
 from shared.ids import uuid7
 from shared.settings import ServiceSettings
-from shared.store.locks import document_locks
 from shared.store.mongo import create_client
 from shared.store.relay import OutboxRelay
 from shared.store.repository import OUTBOX
@@ -354,16 +357,23 @@ class RelayMeter:
     relayed: int = 0
     passes: int = 0
     empty_passes: int = 0
+    failed_passes: int = 0
+    point_reads: int = 0  # find_one by _id (the relay's nudged path)
+    point_read_seconds: float = 0.0
+    on_done: Any = None
     max_docs: int = 0
     pass_seconds: float = 0.0
-    find_seconds: float = 0.0
+    scan_seconds: float = 0.0  # finding pending events by scanning the collection
+    nudged_read_seconds: float = 0.0  # reading the nudged documents by _id
+    nudged_reads: int = 0
     publish_seconds: float = 0.0
     remove_seconds: float = 0.0
     remove_statements: int = 0
     remove_commands: int = 0
-    point_reads: int = 0
     scans: int = 0
-    reads: int = 0  # scans + batches of point reads
+    # per non-empty pass: (documents in the collection, removal statements, removal seconds)
+    removal_log: list[tuple[int, int, float]] = field(default_factory=list)
+    documents: Any = None  # () -> documents in the collection now
     done_at: float | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -378,11 +388,8 @@ class _TimedCursor:
         return self
 
     async def to_list(self) -> list[dict[str, Any]]:
-        started = time.monotonic()
-        documents: list[dict[str, Any]] = await self._cursor.to_list()
-        self._meter.find_seconds += time.monotonic() - started
         self._meter.scans += 1
-        self._meter.reads += 1
+        documents: list[dict[str, Any]] = await self._cursor.to_list()
         return documents
 
 
@@ -401,26 +408,56 @@ class TimedCollection:
     def find(self, *args: Any, **kwargs: Any) -> _TimedCursor:
         return _TimedCursor(self._inner.find(*args, **kwargs), self._meter)
 
+    async def find_one(self, *args: Any, **kwargs: Any) -> Any:
+        started = time.monotonic()
+        try:
+            return await self._inner.find_one(*args, **kwargs)
+        finally:  # concurrent point reads overlap: this sums their latencies
+            self._meter.point_read_seconds += time.monotonic() - started
+            self._meter.point_reads += 1
+
     async def bulk_write(self, requests: list[Any], **kwargs: Any) -> None:
         started = time.monotonic()
         size = self._chunk or len(requests)
-        for i in range(0, len(requests), size):
-            await self._inner.bulk_write(requests[i : i + size], **kwargs)
-            self._meter.remove_commands += 1
+        try:
+            for i in range(0, len(requests), size):
+                await self._inner.bulk_write(requests[i : i + size], **kwargs)
+                self._meter.remove_commands += 1
+        finally:  # a removal cancelled by the phase timeout still counts its time
+            elapsed = time.monotonic() - started
+            self._meter.remove_seconds += elapsed
         self._meter.remove_statements += len(requests)
-        self._meter.remove_seconds += time.monotonic() - started
+        documents = self._meter.documents() if self._meter.documents else 0
+        self._meter.removal_log.append((documents, len(requests), elapsed))
 
 
 class MeasuredRelay(OutboxRelay):
     def __init__(self, *args: Any, meter: RelayMeter, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.meter = meter
+        self._halted = False
 
-    async def run_once(self) -> int:
+    async def halt(self) -> None:
+        """stop(), made reliable. On Python 3.11 a task cancelled just as pymongo sends a command
+        loses the cancellation (pymongo's `asyncio.wait_for(conn.write(...))` returns the finished
+        write instead of raising), so the relay loop would go on and stop() wait forever; here
+        the next pass raises CancelledError instead."""
+        self._halted = True
+        self.nudge()
+        await self.stop()
+
+    async def run_once(self, *args: Any, **kwargs: Any) -> int:
+        if self._halted:
+            raise asyncio.CancelledError
         started = time.monotonic()
-        relayed = await self._pass()
         meter = self.meter
-        meter.pass_seconds += time.monotonic() - started
+        try:
+            relayed = await super().run_once(*args, **kwargs)
+        except Exception:
+            meter.failed_passes += 1  # the relay logs it, backs off and retries
+            raise
+        finally:  # a failed or cancelled pass still counts its time
+            meter.pass_seconds += time.monotonic() - started
         meter.passes += 1
         meter.empty_passes += relayed == 0
         meter.max_docs = max(meter.max_docs, relayed)
@@ -428,73 +465,32 @@ class MeasuredRelay(OutboxRelay):
         if meter.done_at is None and meter.relayed >= meter.target:
             meter.done_at = time.monotonic()
             meter.done.set()
+            if meter.on_done is not None:
+                meter.on_done()
         return relayed
 
-    async def _pass(self) -> int:
-        return await super().run_once()
+    # The stock relay's two ways to find pending events: timed if it has them.
+    async def _scan(self, *args: Any, **kwargs: Any) -> Any:
+        started = time.monotonic()
+        try:
+            return await super()._scan(*args, **kwargs)  # type: ignore[misc]
+        finally:
+            self.meter.scan_seconds += time.monotonic() - started
+
+    async def _written_to(self, *args: Any, **kwargs: Any) -> Any:
+        started = time.monotonic()
+        try:
+            return await super()._written_to(*args, **kwargs)  # type: ignore[misc]
+        finally:
+            self.meter.nudged_read_seconds += time.monotonic() - started
+            self.meter.nudged_reads += 1
 
     async def _publish(self, documents: list[dict[str, Any]]) -> None:
         started = time.monotonic()
-        await super()._publish(documents)
-        self.meter.publish_seconds += time.monotonic() - started
-
-
-class HintedRelay(MeasuredRelay):
-    """Proposal: `on_write` passes the written document's id; the relay reads hinted documents
-    by `_id` (point reads; FerretDB's SQLite backend pushes down only `_id` equality, every other
-    filter is a full scan of the collection) and scans at most once per poll interval, for
-    events a crashed process left behind."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._hints: dict[Any, None] = {}  # insertion-ordered set
-        self._last_scan = -math.inf
-
-    def hint(self, document_id: Any) -> None:
-        self._hints[document_id] = None
-        self.nudge()
-
-    async def _pass(self) -> int:
-        if not self._hints:
-            if time.monotonic() - self._last_scan < self._poll_interval:
-                return 0
-            self._last_scan = time.monotonic()
-            return await super()._pass()
-        (collection,) = self._collections
-        ids = list(itertools.islice(self._hints, self._batch_size))
-        for document_id in ids:
-            del self._hints[document_id]
         try:
-            return await self._relay_documents(collection, ids)
-        except BaseException:
-            self._hints.update(dict.fromkeys(ids))  # retried by the next pass
-            raise
-
-    async def _relay_documents(self, collection: Any, ids: list[Any]) -> int:
-        started = time.monotonic()
-        found = await asyncio.gather(*(collection.find_one({"_id": i}, {OUTBOX: 1}) for i in ids))
-        self.meter.find_seconds += time.monotonic() - started
-        self.meter.point_reads += len(ids)
-        self.meter.reads += 1
-        documents = [d for d in found if d is not None and d.get(OUTBOX)]
-        if not documents:
-            return 0
-        await self._publish(documents)
-        removals = [
-            UpdateOne({"_id": d["_id"]}, {"$pullAll": {OUTBOX: d[OUTBOX]}}) for d in documents
-        ]
-        async with document_locks(collection, [d["_id"] for d in documents]):
-            await collection.bulk_write(removals, ordered=False)
-        return sum(len(d[OUTBOX]) for d in documents)
-
-
-class HintingRepository(IncidentRepository):
-    hint: Any = None
-
-    async def add(self, aggregate: Incident, *args: Any, **kwargs: Any) -> None:
-        await super().add(aggregate, *args, **kwargs)
-        if self.hint is not None:
-            self.hint(aggregate.id)
+            await super()._publish(documents)
+        finally:
+            self.meter.publish_seconds += time.monotonic() - started
 
 
 class UnrelayedRepository(IncidentRepository):
@@ -508,19 +504,23 @@ class UnrelayedRepository(IncidentRepository):
 @dataclass
 class Phase:
     name: str
-    events: int
+    events: int  # events the phase set out to deliver
+    done: int = 0  # events delivered (all of them unless the phase timed out)
     seconds: float = float("nan")
     write_latencies: list[float] = field(default_factory=list)
-    e2e_latencies: list[float] = field(default_factory=list)
+    e2e_latencies: list[float] = field(default_factory=list)  # inf: never seen
     cpu: dict[str, float] = field(default_factory=dict)
     duplicates: int = 0
     missing: int = 0
+    errors: list[str] = field(default_factory=list)  # failed writes (the API would answer 503)
+    cpu_end: dict[str, float] | None = None  # CPU sample at the end of the measured interval
+    writes_end: float = math.nan  # when the last add() returned
     completed: bool = False
     note: str = ""
 
     @property
     def rate(self) -> float:
-        return self.events / self.seconds if self.completed and self.seconds > 0 else float("nan")
+        return self.done / self.seconds if self.seconds > 0 else float("nan")
 
 
 @dataclass
@@ -536,30 +536,38 @@ class Context:
 
 
 async def measured(
-    ctx: Context, phase: Phase, work: Any, starts: dict[str, float] | None = None
+    ctx: Context,
+    phase: Phase,
+    work: Coroutine[Any, Any, float],
+    starts: dict[str, float] | None = None,
 ) -> None:
-    """Run `work` (a coroutine returning its elapsed seconds) under the phase timeout with the
-    consumer expecting this phase's records and the CPU meter running."""
-    expect = starts is not None
-    if expect:
+    """Run `work` (returning its elapsed seconds) under the phase timeout, with the CPU meter
+    and, when `starts` is given, the consumer expecting this phase's records."""
+    if starts is not None:
         ctx.tail.expect([item.envelope.id for item in ctx.items])
     before = ctx.cpu.snapshot()
+    begun = time.monotonic()
     try:
         async with asyncio.timeout(ctx.args.timeout):
             phase.seconds = await work
         phase.completed = True
+        phase.done = phase.events
     except TimeoutError:
-        phase.note = f"did not finish within --timeout {ctx.args.timeout:.0f}s"
+        phase.seconds = time.monotonic() - begun
+        phase.note = f"timed out after {ctx.args.timeout:.0f}s (--timeout)"
     finally:
-        phase.cpu = ctx.cpu.used(before, ctx.cpu.snapshot())
-    if expect and starts is not None:
+        phase.cpu = ctx.cpu.used(before, phase.cpu_end or ctx.cpu.snapshot())
+    if starts is not None:
         seen, phase.duplicates, _ = await ctx.tail.collect(15 if phase.completed else 2)
         phase.missing = len(ctx.items) - len(seen)
-        phase.e2e_latencies = [t - starts[i] for i, t in seen.items() if i in starts]
+        phase.e2e_latencies = [
+            seen[i] - starts[i] if i in seen and i in starts else math.inf
+            for i in (item.envelope.id for item in ctx.items)
+        ]
 
 
 async def pipelined_sends(ctx: Context) -> Phase:
-    phase = Phase("A raw pipelined sends", len(ctx.items))
+    phase = Phase("A raw sends, pipelined", len(ctx.items))
     starts: dict[str, float] = {}
 
     async def work() -> float:
@@ -581,7 +589,7 @@ async def pipelined_sends(ctx: Context) -> Phase:
 
 
 async def direct_sends(ctx: Context) -> Phase:
-    phase = Phase(f"B direct publish, {ctx.args.writers} tasks", len(ctx.items))
+    phase = Phase(f"B raw sends, {ctx.args.writers} tasks awaiting each ack", len(ctx.items))
     starts: dict[str, float] = {}
     queue = iter(ctx.items)
 
@@ -611,19 +619,25 @@ async def add_all(
     phase: Phase,
     starts: dict[str, float],
 ) -> None:
+    """`writers` tasks adding the incidents, one `add` (one document, one event) at a time."""
     queue = iter(items)
 
     async def writer() -> None:
         for item in queue:
             started = starts[item.envelope.id] = time.monotonic()
-            await repo.add(item.incident, [item.envelope], append={"timeline": [item.timeline]})
+            try:
+                await repo.add(item.incident, [item.envelope], append={"timeline": [item.timeline]})
+            except Exception as exc:  # the API would answer 503; the run goes on and says so
+                phase.errors.append(repr(exc))
+                continue
             phase.write_latencies.append(time.monotonic() - started)
 
     await asyncio.gather(*(writer() for _ in range(writers)))
+    phase.writes_end = time.monotonic()
 
 
 async def store_only(ctx: Context) -> Phase:
-    phase = Phase(f"C store only, {ctx.args.writers} writers", len(ctx.items))
+    phase = Phase(f"C store only (no relay), {ctx.args.writers} writers", len(ctx.items))
     repo = UnrelayedRepository(ctx.database)
     await repo.ensure_indexes()
 
@@ -633,6 +647,7 @@ async def store_only(ctx: Context) -> Phase:
         return time.monotonic() - begun
 
     await measured(ctx, phase, work())
+    phase.done = len(phase.write_latencies)
     await ctx.database.drop_collection(repo.collection_name)
     return phase
 
@@ -641,12 +656,13 @@ async def outbox(ctx: Context, batch_size: int, chunk: int | None) -> tuple[Phas
     args = ctx.args
     phase = Phase(f"S outbox + relay ({args.variant}), {args.writers} writers", len(ctx.items))
     meter = RelayMeter(target=len(ctx.items))
-    relay_class = HintedRelay if args.variant == "hinted" else MeasuredRelay
-    repo = HintingRepository(ctx.database, on_write=lambda: relay.nudge())
+    repo = IncidentRepository(ctx.database, on_write=lambda *written: relay.nudge(*written))
     await repo.ensure_indexes()
     if args.preload:
         await preload(repo, args.preload, traced=args.tracing == "sdk")
-    relay = relay_class(
+    meter.documents = lambda: args.preload + len(phase.write_latencies)
+    meter.on_done = lambda: setattr(phase, "cpu_end", ctx.cpu.snapshot())
+    relay = MeasuredRelay(
         ctx.bus,
         [TimedCollection(repo.collection, meter, chunk)],
         poll_interval=SERVICE_DEFAULTS["relay_poll_interval"].default,
@@ -654,28 +670,36 @@ async def outbox(ctx: Context, batch_size: int, chunk: int | None) -> tuple[Phas
         name="bench-outbox-relay",
         meter=meter,
     )
-    if isinstance(relay, HintedRelay):
-        repo.hint = relay.hint
     starts: dict[str, float] = {}
     await relay.start()
 
     async def work() -> float:
         begun = time.monotonic()
-        await add_all(repo, ctx.items, args.writers, phase, starts)
-        await meter.done.wait()
+        try:
+            await add_all(repo, ctx.items, args.writers, phase, starts)
+            await meter.done.wait()
+        finally:
+            await relay.halt()  # at once, also on the timeout: the meter stops with the clock
         assert meter.done_at is not None
         return meter.done_at - begun
 
     try:
         await measured(ctx, phase, work(), starts)
     finally:
-        await relay.stop()
+        await relay.halt()
     if phase.completed:
+        assert meter.done_at is not None
         pending = await repo.collection.count_documents({f"{OUTBOX}.0": {"$exists": True}})
         if pending:
             phase.note = f"{pending} documents still have pending events"
+        if phase.writes_end > meter.done_at + 1:
+            phase.note = (
+                f"the last add() returned {phase.writes_end - meter.done_at:.0f}s after the relay "
+                "had removed every event (its reply came late; not counted in the throughput)"
+            )
     else:
-        phase.note += f"; relayed {meter.relayed} of {meter.target} in {meter.passes} passes"
+        phase.done = meter.relayed  # exact: removed after Kafka acknowledged them
+        phase.note += f"; PARTIAL: {meter.relayed} of {meter.target} events relayed"
     return phase, meter
 
 
@@ -704,12 +728,9 @@ class Table:
     def __init__(self) -> None:
         self.rows: list[tuple[str, str, str, str, str]] = []
 
-    def add(self, figure: str, value: float, baseline: float, against: str, unit: str) -> None:
-        ratio = value / baseline if baseline and not math.isnan(baseline) else float("nan")
-        self.rows.append(
-            (figure, f"{value:,.{_digits(value)}f}", f"{baseline:,.{_digits(baseline)}f}",
-             f"{ratio:.3f}", f"{against} ({unit})")
-        )  # fmt: skip
+    def add(self, figure: str, value: float, baseline: float, against: str) -> None:
+        ratio = value / baseline if baseline and math.isfinite(baseline) else float("nan")
+        self.rows.append((figure, _num(value), _num(baseline), _num(ratio, ratio=True), against))
 
     def print(self, title: str) -> None:
         head = ("figure", "value", "baseline", "ratio", "baseline is")
@@ -722,104 +743,139 @@ class Table:
                 print("  " + "  ".join("-" * w for w in widths[:4]) + "  " + "-" * widths[4])
 
 
-def _digits(value: float) -> int:
-    return 0 if math.isnan(value) or abs(value) >= 100 else 2 if abs(value) >= 1 else 3
+def _num(value: float, *, ratio: bool = False) -> str:
+    if math.isnan(value):
+        return "n/a"
+    if math.isinf(value):
+        return "unseen"
+    if ratio:
+        return f"{value:.4f}" if value < 0.1 else f"{value:.3f}" if value < 100 else f"{value:,.0f}"
+    digits = 0 if abs(value) >= 100 else 2 if abs(value) >= 1 else 3
+    return f"{value:,.{digits}f}"
 
 
 def report(
-    ctx: Context, a: Phase, b: Phase, c: Phase, s: Phase, meter: RelayMeter, batch: int
+    a: Phase, b: Phase, c: Phase, s: Phase, meter: RelayMeter, batch: int, cores: int
 ) -> None:
+    print("\nphases:")
     for phase in (a, b, c, s):
-        status = "ok" if phase.completed else "INCOMPLETE"
-        extra = []
+        extra = [f"{phase.done} of {phase.events} events in {phase.seconds:.2f}s"]
         if phase.missing:
             extra.append(f"{phase.missing} records not seen by the consumer")
         if phase.duplicates:
             extra.append(f"{phase.duplicates} duplicate records")
+        if phase.errors:
+            extra.append(f"{len(phase.errors)} failed writes (first: {phase.errors[0]})")
         if phase.note:
             extra.append(phase.note)
-        print(f"  {phase.name}: {status} {phase.seconds:.2f}s {'; '.join(extra)}")
+        print(f"  {phase.name}: {'ok' if phase.completed else 'INCOMPLETE'}; {'; '.join(extra)}")
 
+    partial = "" if s.completed else " (partial)"
     main = Table()
-    main.add("throughput, events/s", s.rate, a.rate, "A raw pipelined sends", "events/s")
+    main.add(f"throughput{partial}, events/s", s.rate, a.rate, "A: raw sends, pipelined")
     for q in (50, 99):
         main.add(
-            f"write latency p{q}, ms (add)",
+            f"write latency p{q} (add), ms",
             ms(percentile(s.write_latencies, q)),
             ms(percentile(b.write_latencies, q)),
-            "B send->ack",
-            "ms",
+            "B: send -> ack",
         )
     for q in (50, 99):
         main.add(
-            f"end-to-end p{q}, ms (add start->consumer)",
+            f"end-to-end p{q} (add start -> consumer), ms",
             ms(percentile(s.e2e_latencies, q)),
             ms(percentile(b.e2e_latencies, q)),
-            "B send->consumer",
-            "ms",
+            "B: send start -> consumer",
         )
-    main.print(f"Outbox throughput (aim: ratio >= {AIM_RATIO} for throughput)")
+    main.print(f"Outbox (S) against raw Kafka sends (aim: throughput ratio >= {AIM_RATIO})")
 
-    diag = Table()
-    diag.add("B direct publish, events/s", b.rate, a.rate, "A", "events/s")
-    diag.add("C store only (no relay), events/s", c.rate, a.rate, "A", "events/s")
-    diag.add("S outbox + relay, events/s", s.rate, c.rate, "C store only", "events/s")
+    store = Table()
+    store.add("B raw sends awaiting each ack, events/s", b.rate, a.rate, "A")
+    store.add("C store only (no relay), events/s", c.rate, a.rate, "A")
+    store.add(f"S outbox + relay{partial}, events/s", s.rate, c.rate, "C: store only")
     for q in (50, 99):
-        diag.add(
+        store.add(
             f"C add() p{q}, ms",
             ms(percentile(c.write_latencies, q)),
             ms(percentile(b.write_latencies, q)),
-            "B send->ack",
-            "ms",
+            "B: send -> ack",
         )
-    diag.add("A end-to-end p50, ms (queued sends)", ms(percentile(a.e2e_latencies, 50)),
-             ms(percentile(b.e2e_latencies, 50)), "B send->consumer", "ms")  # fmt: skip
-    diag.print("Where the time goes: the store's ceiling")
+    store.print("The store's ceiling: the same writes without a relay")
 
     relay = Table()
-    wall = s.seconds if s.completed else float("nan")
     busy = meter.pass_seconds
-    relay.add("relay busy (in passes), s", busy, wall, "S wall time", "s")
-    relay.add("  outbox reads (scan/point), s", meter.find_seconds, wall, "S wall time", "s")
-    relay.add("  publish (encode, span, acks), s", meter.publish_seconds, wall, "S wall time", "s")
-    relay.add("  removals (bulk_write), s", meter.remove_seconds, wall, "S wall time", "s")
-    other = busy - meter.find_seconds - meter.publish_seconds - meter.remove_seconds
-    relay.add("  other (locks, bookkeeping), s", other, wall, "S wall time", "s")
+    reads = meter.scan_seconds + meter.nudged_read_seconds
+    relay.add("relay busy in passes, s", busy, s.seconds, "S wall time")
+    relay.add("  scan for pending outboxes, s", meter.scan_seconds, s.seconds, "S wall time")
+    relay.add("  read nudged documents by _id, s", meter.nudged_read_seconds, s.seconds,
+              "S wall time")  # fmt: skip
+    relay.add("  publish (decode, span, encode, acks), s", meter.publish_seconds, s.seconds,
+              "S wall time")  # fmt: skip
+    relay.add("  removal ($pullAll bulk_write), s", meter.remove_seconds, s.seconds, "S wall time")
+    other = busy - reads - meter.publish_seconds - meter.remove_seconds
+    relay.add("  other (locks, bookkeeping), s", other, s.seconds, "S wall time")
     full = max(1, meter.passes - meter.empty_passes)
-    relay.add("events per non-empty pass", meter.relayed / full, batch, "batch size", "events")
+    relay.add("events per non-empty pass", meter.relayed / full, batch, "relay batch size")
     relay.add(
-        "removal per statement, ms",
-        ms(meter.remove_seconds / max(1, meter.remove_statements)),
+        "publish per event, ms",
         ms(meter.publish_seconds / max(1, meter.relayed)),
-        "publish per event",
-        "ms",
+        ms(a.seconds / max(1, a.done)),
+        "A: wall time per event",
     )
+    log = [entry for entry in meter.removal_log if entry[1]]  # completed removals
     relay.add(
-        "outbox read per read, ms",
-        ms(meter.find_seconds / max(1, meter.reads)),
+        "removal per statement (completed removals), ms",
+        ms(sum(e[2] for e in log) / max(1, sum(e[1] for e in log))),
+        ms(percentile(c.write_latencies, 50)),
+        "C: add() p50",
+    )
+    for n in sorted({0, len(log) // 2, len(log) - 1}) if log else []:
+        documents, statements, seconds = log[n]
+        relay.add(
+            f"  removal {n + 1}/{len(log)}, {documents:,} documents in collection, ms",
+            ms(seconds / statements),
+            ms(percentile(c.write_latencies, 50)),
+            "C: add() p50",
+        )
+    relay.add(
+        "scan per scan, ms",
+        ms(meter.scan_seconds / max(1, meter.scans)),
         ms(meter.publish_seconds / full),
         "publish per non-empty pass",
-        "ms",
+    )
+    relay.add(
+        "read by _id per document (latency), ms",
+        ms(meter.point_read_seconds / max(1, meter.point_reads)),
+        ms(percentile(c.write_latencies, 50)),
+        "C: add() p50",
     )
     relay.print(
-        f"Relay passes: {meter.passes} ({meter.empty_passes} empty), largest "
-        f"{meter.max_docs} events, {meter.scans} scans, {meter.point_reads} point reads, "
-        f"{meter.remove_commands} removal commands"
+        f"Relay: {meter.passes} passes ({meter.empty_passes} empty) and {meter.failed_passes} "
+        f"failed (retried); largest {meter.max_docs} events; {meter.scans} scans, "
+        f"{meter.nudged_reads} nudged reads of {meter.point_reads} documents; "
+        f"{meter.remove_commands} removal commands of {meter.remove_statements} statements"
     )
 
     cpu = Table()
     for name in sorted(set(s.cpu) | set(a.cpu)):
         cpu.add(
             f"{name}, CPU ms per event",
-            ms(s.cpu.get(name, 0) / s.events),
-            ms(a.cpu.get(name, 0) / a.events),
+            ms(s.cpu.get(name, 0) / max(1, s.done)),
+            ms(a.cpu.get(name, 0) / max(1, a.done)),
             "A",
-            "ms",
         )
-    for name in sorted(set(s.cpu)):
-        cores = s.cpu[name] / s.seconds if s.completed and s.seconds else float("nan")
-        cpu.add(f"{name}, cores busy during S", cores, os.cpu_count() or 1, "cores", "cores")
-    cpu.print("CPU (this process = writers + relay; tail = consumer process)")
+    cpu.add(
+        "bench, CPU ms per event, C (writers only)",
+        ms(c.cpu.get("bench", 0) / max(1, c.done)),
+        ms(a.cpu.get("bench", 0) / max(1, a.done)),
+        "A",
+    )
+    for name in sorted(s.cpu):
+        cpu.add(f"{name}, cores busy during S", s.cpu[name] / s.seconds, cores, "cores")
+    cpu.print(
+        "CPU (bench = this process: writers + relay; tail = consumer process; store, kafka = "
+        "servers; other = rest of the machine)"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -843,17 +899,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="MongoDB URL (ITSM_MONGO_URL, else mongodb://127.0.0.1:27017)",
     )
     parser.add_argument("--partitions", type=int, default=6, help="partitions of the topic (6)")
-    parser.add_argument(
-        "--variant", choices=("stock", "chunked", "hinted"), default="stock", help="relay"
-    )
+    parser.add_argument("--variant", choices=("stock", "chunked"), default="stock", help="relay")
     parser.add_argument(
         "--batch-size",
         type=int,
-        help=f"relay batch size (service default {SERVICE_DEFAULTS['relay_batch_size'].default}; "
-        f"stock on FerretDB: {FERRETDB_MAX_UPDATES}, as larger batches hang it)",
+        help=f"relay batch size (service default {SERVICE_DEFAULTS['relay_batch_size'].default};"
+        f" {FERRETDB_MAX_UPDATES} for the stock relay on FerretDB, which hangs on more)",
     )
     parser.add_argument(
-        "--update-chunk", type=int, default=50, help="chunked/hinted: statements per bulk_write"
+        "--update-chunk", type=int, default=50, help="chunked: statements per bulk_write (50)"
     )
     parser.add_argument(
         "--tracing",
@@ -864,10 +918,21 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--preload", type=int, default=0, help="relayed incidents already in the collection (0)"
     )
-    parser.add_argument("--timeout", type=float, default=300, help="per phase, seconds (300)")
+    parser.add_argument(
+        "--mongo-timeout-ms",
+        type=int,
+        default=SERVICE_DEFAULTS["mongo_timeout_ms"].default,
+        help="the client's timeouts as in the services (5000: socket timeout 10 s)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=300,
+        help="seconds per phase (300); a subject still running is reported as partial",
+    )
     args = parser.parse_args(argv)
-    if args.events < 1 or args.writers < 1 or args.update_chunk < 1:
-        parser.error("--events, --writers and --update-chunk must be positive")
+    if min(args.events, args.writers, args.update_chunk, args.partitions) < 1:
+        parser.error("--events, --writers, --update-chunk and --partitions must be positive")
     return args
 
 
@@ -897,87 +962,6 @@ async def delete_topic(bootstrap: str, topic: str) -> None:
         await admin.close()
 
 
-async def run(args: argparse.Namespace) -> int:
-    install_tracing(args.tracing)
-    unique = uuid7().replace("-", "")[-12:]
-    topic = f"bench.outbox.{unique}"
-    database_name = f"bench_outbox_{unique}"
-    client = create_client(args.mongo, app_name="bench-outbox")
-    store, ferretdb = await server_description(client)
-    default_batch = SERVICE_DEFAULTS["relay_batch_size"].default
-    if args.batch_size is None:
-        args.batch_size = (
-            FERRETDB_MAX_UPDATES if ferretdb and args.variant == "stock" else default_batch
-        )
-    chunk = None if args.variant == "stock" else args.update_chunk
-    if ferretdb and (chunk or args.batch_size) > FERRETDB_MAX_UPDATES:
-        print(
-            f"warning: removal commands of up to {chunk or args.batch_size} statements; "
-            f"{store} hangs on >= 100 (the phase then times out)",
-            file=sys.stderr,
-        )
-
-    print(
-        f"machine: {os.cpu_count()} cores, {platform.processor() or platform.machine()}, "
-        f"Python {platform.python_version()}; store: {store} at {args.mongo}; "
-        f"Kafka at {args.kafka}"
-    )
-    print(
-        f"run: {args.events} events, {args.writers} writers, topic {topic} "
-        f"({args.partitions} partitions), relay {args.variant} batch {args.batch_size}"
-        + (f" chunk {chunk}" if chunk else "")
-        + f", tracing {args.tracing}, preload {args.preload}, database {database_name}"
-    )
-
-    bus = KafkaBus(args.kafka, client_id=f"bench-outbox-{unique}", start_timeout=15)
-    producer = AIOKafkaProducer(
-        bootstrap_servers=args.kafka, client_id=f"bench-outbox-raw-{unique}", **PRODUCER_CONFIG
-    )
-    tail: Tail | None = None
-    topic_created = False
-    try:
-        await bus.start()
-        await producer.start()
-        await bus.ensure_topics([TopicSpec(topic, args.partitions)])
-        topic_created = True
-        tail = Tail(args.kafka, topic)
-        await tail.receive(60)  # ready
-        traced = args.tracing == "sdk"
-        items = workload(args.events, first_number=1, traced=traced)
-        database = client[database_name]
-        cpu = CpuMeter(
-            {
-                "bench": os.getpid(),
-                "tail": tail.process.pid,
-                "kafka": listening_pid(args.kafka.split(",")[0], 9092),
-                "store": listening_pid(args.mongo, 27017),
-            }
-        )
-        ctx = Context(args, topic, producer, bus, database, tail, cpu, items)
-        with created_events_to(topic):
-            await warm_up(ctx, traced)
-            a = await pipelined_sends(ctx)
-            b = await direct_sends(ctx)
-            c = await store_only(ctx)
-            s, meter = await outbox(ctx, args.batch_size, chunk)
-        print("\nphases:")
-        report(ctx, a, b, c, s, meter, args.batch_size)
-        ok = all(p.completed and not p.missing for p in (a, b, c, s))
-        return 0 if ok else 1
-    finally:
-        if tail is not None:
-            tail.close()
-        await producer.stop()
-        await bus.stop()
-        # Dropping also releases a FerretDB database stuck on an oversized update command.
-        with contextlib.suppress(Exception):
-            await client.drop_database(database_name)
-        await client.close()
-        if topic_created:
-            with contextlib.suppress(Exception):
-                await delete_topic(args.kafka, topic)
-
-
 async def warm_up(ctx: Context, traced: bool) -> None:
     """Connections, metadata and code paths of both producers and the store, off the clock."""
     items = workload(WARMUP, first_number=9_000_000, traced=traced)
@@ -995,8 +979,110 @@ async def warm_up(ctx: Context, traced: bool) -> None:
     await ctx.database.drop_collection(repo.collection_name)
 
 
+async def drop_database(url: str, name: str) -> None:
+    """Drop the scratch database, waiting out a server still busy with the run's last
+    commands (dropping also releases a FerretDB database wedged by an oversized update)."""
+    client = create_client(url, app_name="bench-outbox-cleanup", timeout_ms=30_000)
+    try:
+        for attempt in range(3):
+            try:
+                await client.drop_database(name)
+                return
+            except Exception as exc:
+                error = exc
+                await asyncio.sleep(2 * (attempt + 1))
+        print(f"warning: could not drop database {name}: {error!r}", file=sys.stderr)
+    finally:
+        await client.close()
+
+
+async def run(args: argparse.Namespace) -> int:
+    install_tracing(args.tracing)
+    unique = uuid7().replace("-", "")[-12:]
+    topic = f"bench.outbox.{unique}"
+    database_name = f"bench_outbox_{unique}"
+    client = create_client(args.mongo, app_name="bench-outbox", timeout_ms=args.mongo_timeout_ms)
+    store, ferretdb = await server_description(client)
+    if args.batch_size is None:
+        default = SERVICE_DEFAULTS["relay_batch_size"].default
+        args.batch_size = FERRETDB_MAX_UPDATES if ferretdb and args.variant == "stock" else default
+    chunk = args.update_chunk if args.variant == "chunked" else None
+    if ferretdb and (chunk or args.batch_size) > FERRETDB_MAX_UPDATES:
+        print(
+            f"warning: removal commands of up to {chunk or args.batch_size} statements; {store} "
+            "never answers one of 100 or more, so the subject will time out",
+            file=sys.stderr,
+        )
+    cores = os.cpu_count() or 1
+    print(
+        f"machine: {cores} cores ({platform.machine()}), Python {platform.python_version()}; "
+        f"store: {store} at {args.mongo}; Kafka at {args.kafka}"
+    )
+    print(
+        f"run: {args.events} events, {args.writers} writers, topic {topic} "
+        f"({args.partitions} partitions), relay {args.variant} batch {args.batch_size}"
+        + (f" chunk {chunk}" if chunk else "")
+        + f", tracing {args.tracing}, preload {args.preload}, timeout {args.timeout:.0f}s/phase"
+        f", mongo timeout {args.mongo_timeout_ms} ms"
+    )
+
+    bus = KafkaBus(args.kafka, client_id=f"bench-outbox-{unique}", start_timeout=15)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=args.kafka, client_id=f"bench-outbox-raw-{unique}", **PRODUCER_CONFIG
+    )
+    tail: Tail | None = None
+    topic_created = False
+    try:
+        await bus.start()
+        await producer.start()
+        await bus.ensure_topics([TopicSpec(topic, args.partitions)])
+        topic_created = True
+        tail = Tail(args.kafka, topic)
+        await tail.receive(60)  # ready: positioned at the end of every partition
+        traced = args.tracing == "sdk"
+        items = workload(args.events, first_number=1, traced=traced)
+        cpu = CpuMeter(
+            {
+                "bench": os.getpid(),
+                "tail": tail.process.pid,
+                "kafka": listening_pid(args.kafka.split(",")[0], 9092),
+                "store": listening_pid(args.mongo, 27017),
+            }
+        )
+        ctx = Context(args, topic, producer, bus, client[database_name], tail, cpu, items)
+        with created_events_to(topic):
+            await warm_up(ctx, traced)
+            a = await pipelined_sends(ctx)
+            b = await direct_sends(ctx)
+            c = await store_only(ctx)
+            s, meter = await outbox(ctx, args.batch_size, chunk)
+        report(a, b, c, s, meter, args.batch_size, cores)
+        ok = all(p.completed and not p.missing and not p.errors for p in (a, b, c, s))
+        return 0 if ok else 1
+    finally:
+        if tail is not None:
+            tail.close()
+        await producer.stop()
+        await bus.stop()
+        await client.close()
+        await drop_database(args.mongo, database_name)
+        if topic_created:
+            with contextlib.suppress(Exception):
+                await delete_topic(args.kafka, topic)
+
+
+async def _main(args: argparse.Namespace) -> int:
+    main_task = asyncio.current_task()
+    assert main_task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main_task.cancel)
+    return await run(args)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    return asyncio.run(run(parse_args(argv)))
+    args = parse_args(argv)
+    # Last resort for a hang outside the phase timeouts: print every stack and exit.
+    faulthandler.dump_traceback_later(args.timeout * 4 + 300, exit=True)
+    return asyncio.run(_main(args))
 
 
 if __name__ == "__main__":
