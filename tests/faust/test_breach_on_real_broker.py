@@ -29,7 +29,7 @@ from shared.contracts.codec import decode
 from shared.contracts.topics import Topic
 from shared.ids import uuid7
 from tests.faust.events import created, record
-from tests.support.kafka import TopicTail, tail
+from tests.support.kafka import TopicTail, ensure_platform_topics, tail
 
 pytestmark = [pytest.mark.infra, pytest.mark.timeout(60)]
 
@@ -123,6 +123,7 @@ async def wait_until_ready(
 async def test_a_first_response_breach_reaches_the_sla_topic_soon_after_the_deadline(
     bootstrap: str, tmp_path: Path
 ) -> None:
+    await ensure_platform_topics(bootstrap)  # on a fresh broker this test may run first
     run = uuid7().replace("-", "")[-12:]
     app_id = f"itsm-sla-test-{run}"
     env = {

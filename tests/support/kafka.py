@@ -8,6 +8,10 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from shared.bus.kafka import KafkaBus
+from shared.bus.topics import platform_topics
+from shared.contracts.topics import Topic
+from shared.settings import ServiceSettings
 from tests.support.polling import eventually
 
 
@@ -28,6 +32,15 @@ class TopicTail:
         return await eventually(self._poll, until=until, timeout=timeout, interval=0, what=what)
 
 
+async def ensure_platform_topics(bootstrap: str) -> None:
+    bus = KafkaBus(bootstrap, client_id="tests-topics", start_timeout=15)
+    await bus.start()
+    try:
+        await bus.ensure_topics(platform_topics(ServiceSettings().topic_partitions))
+    finally:
+        await bus.stop()
+
+
 @asynccontextmanager
 async def tail(bootstrap: str, topic: str) -> AsyncIterator[TopicTail]:
     """Assign every partition of `topic` at its current end, so only new records are seen."""
@@ -36,8 +49,11 @@ async def tail(bootstrap: str, topic: str) -> AsyncIterator[TopicTail]:
     try:
         partitions = consumer.partitions_for_topic(topic) or set()
         if not partitions:
+            if topic in set(Topic):  # a fresh broker: create the platform's topics, as services do
+                await ensure_platform_topics(bootstrap)
             await consumer._client.force_metadata_update()
             partitions = consumer.partitions_for_topic(topic) or set()
+        assert partitions, f"topic {topic} does not exist"
         assignment = [TopicPartition(topic, p) for p in sorted(partitions)]
         consumer.assign(assignment)
         await consumer.seek_to_end(*assignment)
