@@ -24,7 +24,9 @@ class ServiceSettings(BaseSettings):
     kafka_bootstrap: str = "127.0.0.1:9092"
     topic_partitions: int = Field(6, ge=1, le=1000)
     topic_replication_factor: int = Field(1, ge=1, le=7)  # 3 in production clusters
-    relay_poll_interval: float = Field(1.0, gt=0)
+    # The relay is nudged by every write; the poll is the safety net for events a crash left
+    # behind, and a scan is costly on FerretDB (no pushdown), so it is not too frequent.
+    relay_poll_interval: float = Field(5.0, gt=0)
     relay_batch_size: int = Field(500, ge=1)
 
     # Fail closed: production validates against an OIDC issuer unless told otherwise.

@@ -236,3 +236,16 @@ async def test_concurrent_writers_and_the_relay_lose_no_update(
     final = await repo.get("c1")
     assert successes == 50 and final.value == 50 and final.version == 51
     assert sorted(decode(r).sequence for r in bus.records(Topic.INCIDENTS)) == list(range(1, 52))
+
+
+async def test_the_relay_drains_hundreds_of_pending_documents_in_one_pass(
+    repo: CounterRepository,
+) -> None:
+    """More pending documents than one removal command may carry (FerretDB never answers an
+    update command of 100 or more statements)."""
+    bus = InMemoryBus()
+    for i in range(230):
+        await repo.add(Counter(f"c{i:03d}", 0, 1), bumped(f"c{i:03d}", 0))
+    relay = OutboxRelay(bus, [repo.collection], batch_size=500)
+    assert await asyncio.wait_for(relay.run_once(), timeout=60) == 230
+    assert await repo.collection.count_documents({"outbox.0": {"$exists": True}}) == 0
