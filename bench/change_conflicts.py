@@ -45,6 +45,7 @@ import math
 import os
 import platform
 import random
+import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -685,8 +686,23 @@ async def run(args: argparse.Namespace) -> int:
         await client.close()
 
 
+async def terminable(args: argparse.Namespace) -> int:
+    """`run`, cancelled on SIGTERM/SIGINT (e.g. `timeout`) so the scratch database is dropped."""
+    task = asyncio.current_task()
+    assert task is not None
+    loop = asyncio.get_running_loop()
+    for number in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(number, task.cancel)
+    try:
+        return await run(args)
+    except asyncio.CancelledError:
+        print("terminated: scratch database dropped", file=sys.stderr)
+        return 143
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    return asyncio.run(run(parse_args(argv)))
+    return asyncio.run(terminable(parse_args(argv)))
 
 
 if __name__ == "__main__":

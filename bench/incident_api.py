@@ -624,6 +624,17 @@ def mongo_port(url: str) -> int | None:
     return int(nodes[0][1]) if len(nodes) == 1 else None
 
 
+async def drop_database(mongo: AsyncMongoClient[Any], name: str) -> None:
+    """Drop the scratch database, again if it reappears: FerretDB still runs requests that a
+    stopped (or killed) service left queued, and an update re-creates the collection."""
+    for _ in range(5):
+        await mongo.drop_database(name)
+        await asyncio.sleep(1.0)
+        if name not in await mongo.list_database_names():
+            return
+    print(f"warning: could not drop the scratch database {name}", flush=True)
+
+
 async def run(args: argparse.Namespace) -> int:
     database = f"bench_incidents_{uuid.uuid4().hex[:12]}"
     extra = dict(item.split("=", 1) for item in args.service_env)
@@ -694,7 +705,7 @@ async def run(args: argparse.Namespace) -> int:
         tail.close()
         stop_service(service)
         try:
-            await mongo.drop_database(database)
+            await drop_database(mongo, database)
         finally:
             await mongo.close()
 

@@ -980,18 +980,22 @@ async def warm_up(ctx: Context, traced: bool) -> None:
 
 
 async def drop_database(url: str, name: str) -> None:
-    """Drop the scratch database, waiting out a server still busy with the run's last
-    commands (dropping also releases a FerretDB database wedged by an oversized update)."""
+    """Drop the scratch database, and again if it comes back: a server still busy with commands
+    the run gave up on (timed-out inserts) runs them later, which re-creates the database.
+    Dropping also releases a FerretDB database wedged by an oversized update command."""
     client = create_client(url, app_name="bench-outbox-cleanup", timeout_ms=30_000)
+    error: Exception | None = None
     try:
-        for attempt in range(3):
+        for _ in range(10):
             try:
                 await client.drop_database(name)
-                return
+                await asyncio.sleep(3)
+                if not await client[name].list_collection_names():
+                    return
             except Exception as exc:
                 error = exc
-                await asyncio.sleep(2 * (attempt + 1))
-        print(f"warning: could not drop database {name}: {error!r}", file=sys.stderr)
+                await asyncio.sleep(3)
+        print(f"warning: database {name} still there after 10 drops ({error!r})", file=sys.stderr)
     finally:
         await client.close()
 
