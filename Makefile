@@ -70,7 +70,10 @@ token: setup
 
 bench: setup
 	$(STACK) up
-	set -a; eval "$$($(STACK) env)"; set +a; $(PY) -m bench.outbox_throughput
+	set -a; eval "$$($(STACK) env)"; set +a; \
+	$(PY) -m bench.outbox_throughput --events 1000 --writers 16 --batch-size 500 && \
+	$(PY) -m bench.incident_api --seconds 4 --concurrency 16 --rate 100 && \
+	$(PY) -m bench.change_conflicts --changes 10000 --checks 20
 
 schemas: setup
 	$(PY) -m shared.contracts.docs docs/events
