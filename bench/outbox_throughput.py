@@ -33,12 +33,13 @@ another partition count.) The database is a scratch one, dropped at the end.
 
 Variants (`--variant`), proposals measured with the stock relay code otherwise unchanged:
 
-- `stock`: shared/store/relay.py as is (its removals are one bulk_write per pass, of as many
-  statements as documents: up to the batch size when scanning, unbounded for nudged documents);
-- `chunked`: those bulk_writes split into commands of at most `--update-chunk` statements.
-  FerretDB 1.24 never answers an update command of 100 statements or more (and the database
-  stays wedged until dropped), so on FerretDB the stock relay runs with batch 99 unless
-  `--batch-size` says otherwise; its nudged path has no bound.
+- `stock`: shared/store/relay.py as is. FerretDB 1.24 never answers an update command of 100
+  statements or more (and the database stays wedged until dropped); the relay sends its
+  removals in commands of at most `REMOVALS_PER_COMMAND` (50) since c94ff05. Against a relay
+  without that bound (one command per pass) the bench defaults to batch 99 on FerretDB.
+- `chunked`: each removal command split further, into at most `--update-chunk` (10) statements:
+  on FerretDB every update by `_id` reads the whole collection, so at ~5,000 documents a command
+  of 50 takes about as long as the services' 10 s socket timeout.
 
 A phase still running after `--timeout` seconds is stopped; for the subject, the events relayed
 by then (exact) over the time taken are reported as a partial throughput, and events never seen
@@ -80,6 +81,7 @@ from shared.contracts.envelope import Envelope, sequenced
 from shared.contracts.incidents import IncidentCreated
 from shared.ids import uuid7
 from shared.settings import ServiceSettings
+from shared.store import relay as relay_module
 from shared.store.mongo import create_client
 from shared.store.relay import OutboxRelay
 from shared.store.repository import OUTBOX
@@ -93,6 +95,8 @@ PRODUCER_CONFIG: dict[str, Any] = {  # as KafkaBus.start
 }
 SERVICE_DEFAULTS = ServiceSettings.model_fields
 FERRETDB_MAX_UPDATES = 99  # FerretDB 1.24 (SQLite): an update command of >= 100 never answers
+# Statements per removal command of the stock relay (None: one command per pass, however large).
+STOCK_REMOVALS_PER_COMMAND: int | None = getattr(relay_module, "REMOVALS_PER_COMMAND", None)
 AIM_RATIO = 0.5
 WARMUP = 200
 
@@ -361,6 +365,7 @@ class RelayMeter:
     point_reads: int = 0  # find_one by _id (the relay's nudged path)
     point_read_seconds: float = 0.0
     on_done: Any = None
+    halted: bool = False
     max_docs: int = 0
     pass_seconds: float = 0.0
     scan_seconds: float = 0.0  # finding pending events by scanning the collection
@@ -421,6 +426,8 @@ class TimedCollection:
         size = self._chunk or len(requests)
         try:
             for i in range(0, len(requests), size):
+                if self._meter.halted:  # see MeasuredRelay.halt
+                    raise asyncio.CancelledError
                 await self._inner.bulk_write(requests[i : i + size], **kwargs)
                 self._meter.remove_commands += 1
         finally:  # a removal cancelled by the phase timeout still counts its time
@@ -442,7 +449,7 @@ class MeasuredRelay(OutboxRelay):
         loses the cancellation (pymongo's `asyncio.wait_for(conn.write(...))` returns the finished
         write instead of raising), so the relay loop would go on and stop() wait forever; here
         the next pass raises CancelledError instead."""
-        self._halted = True
+        self._halted = self.meter.halted = True
         self.nudge()
         await self.stop()
 
@@ -904,10 +911,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--batch-size",
         type=int,
         help=f"relay batch size (service default {SERVICE_DEFAULTS['relay_batch_size'].default};"
-        f" {FERRETDB_MAX_UPDATES} for the stock relay on FerretDB, which hangs on more)",
+        f" {FERRETDB_MAX_UPDATES} on FerretDB if the stock relay sends a pass's removals as one"
+        " command)",
     )
     parser.add_argument(
-        "--update-chunk", type=int, default=50, help="chunked: statements per bulk_write (50)"
+        "--update-chunk",
+        type=int,
+        default=10,
+        help="chunked: at most this many statements per removal command (10)",
     )
     parser.add_argument(
         "--tracing",
@@ -1007,14 +1018,16 @@ async def run(args: argparse.Namespace) -> int:
     database_name = f"bench_outbox_{unique}"
     client = create_client(args.mongo, app_name="bench-outbox", timeout_ms=args.mongo_timeout_ms)
     store, ferretdb = await server_description(client)
+    chunk = args.update_chunk if args.variant == "chunked" else None
+    unbounded = STOCK_REMOVALS_PER_COMMAND is None and chunk is None
     if args.batch_size is None:
         default = SERVICE_DEFAULTS["relay_batch_size"].default
-        args.batch_size = FERRETDB_MAX_UPDATES if ferretdb and args.variant == "stock" else default
-    chunk = args.update_chunk if args.variant == "chunked" else None
-    if ferretdb and (chunk or args.batch_size) > FERRETDB_MAX_UPDATES:
+        args.batch_size = FERRETDB_MAX_UPDATES if ferretdb and unbounded else default
+    largest = min([n for n in (chunk, STOCK_REMOVALS_PER_COMMAND) if n] + [args.batch_size])
+    if ferretdb and largest > FERRETDB_MAX_UPDATES:
         print(
-            f"warning: removal commands of up to {chunk or args.batch_size} statements; {store} "
-            "never answers one of 100 or more, so the subject will time out",
+            f"warning: removal commands of up to {largest} statements; {store} never answers one"
+            " of 100 or more, so the subject will time out",
             file=sys.stderr,
         )
     cores = os.cpu_count() or 1

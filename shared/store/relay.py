@@ -51,7 +51,7 @@ class OutboxRelay:
 
     def nudge(self, collection_name: str | None = None, document_id: Any = None) -> None:
         """Wake the relay; naming the document just written lets it fetch that one by `_id`
-        instead of scanning (on FerretDB only `_id` lookups are pushed down to SQLite)."""
+        instead of scanning (an index lookup on MongoDB)."""
         if collection_name is not None:
             self._written.setdefault(collection_name, set()).add(document_id)
         self._wake.set()
