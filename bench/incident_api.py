@@ -12,9 +12,13 @@ One run, bounded, stopping by itself:
 5. lag from the 201 to the incident's `itsm.incident.created.v1` record on Kafka, seen by a
    consumer (its own process) assigned to every partition at its end before the load.
 
-The load generator runs in this process, the service in another, the Kafka consumer in a third;
-on a small machine they share the cores with the broker and the database, which the CPU table
-makes visible. The scratch database is dropped at the end.
+The load generator (aiohttp, HTTP/1.1 keep-alive, bounded pool) runs in this process, the
+service in another, the Kafka consumer in a third; on a small machine they share the cores with
+the broker and the database. The CPU table shows cores used per phase by each of them (`db` is
+the whole database process, other users of a shared server included; `others` is the rest of
+the machine). `--service-env KEY=VALUE` passes extra settings to the service, e.g.
+`ITSM_RELAY_POLL_INTERVAL=60`. The scratch database is dropped at the end, also on Ctrl-C or
+SIGTERM. Exit status 1 if a created incident never reached Kafka.
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ CREATED = "itsm.incident.created.v1"
 INCIDENTS = "/api/v1/incidents"
 ISSUER, AUDIENCE = "itsm-dev", "itsm"
 WARMUP_SECONDS = 1.0
+IDLE_PROBE_SECONDS = 2.0
 
 # Aims (value must be at or under, except the throughput ratio: at or over).
 AIM_RATIO = 0.25
@@ -307,13 +312,12 @@ class Tail:
         child.close()
 
     async def receive(self, within: float) -> tuple[str, Any]:
-        def recv() -> tuple[str, Any]:
-            if not self._conn.poll(within):
+        deadline = time.monotonic() + within
+        while not self._conn.poll():
+            if time.monotonic() > deadline or not self.process.is_alive():
                 raise RuntimeError(f"the Kafka tail did not answer within {within:.0f}s")
-            message: tuple[str, Any] = self._conn.recv()
-            return message
-
-        kind, payload = await asyncio.to_thread(recv)
+            await asyncio.sleep(0.05)
+        kind, payload = self._conn.recv()
         if kind == "error":
             raise RuntimeError(f"Kafka tail: {payload}")
         return kind, payload
@@ -339,6 +343,7 @@ class Phase:
     elapsed: float = 0.0
     cores: dict[str, float] = field(default_factory=dict)
     send_delay_max: float = 0.0  # open loop: how late the client fired its latest request
+    per_second: list[int] = field(default_factory=list)  # closed loop: answers in each second
 
     @property
     def throughput(self) -> float:
@@ -412,10 +417,16 @@ async def closed_loop(
     started = time.perf_counter()
     deadline = started + seconds
 
+    phase.per_second = [0] * math.ceil(seconds)
+
     async def worker() -> None:
         while (sent := time.perf_counter()) < deadline:
             if await request(client, name):
-                phase.latencies.append(time.perf_counter() - sent)
+                answered = time.perf_counter()
+                phase.latencies.append(answered - sent)
+                second = int(answered - started)
+                if second < len(phase.per_second):
+                    phase.per_second[second] += 1
             else:
                 phase.errors += 1
 
@@ -517,6 +528,7 @@ def report(
     missing: int,
     duplicated: int,
     timestamp_type: int,
+    idle: dict[str, float],
 ) -> str:
     ceil, subj = phases["livez-closed"], phases["create-closed"]
     base_open, subj_open = phases["livez-open"], phases["create-open"]
@@ -591,6 +603,13 @@ def report(
 
     out = [line(head), "-+-".join("-" * w for w in widths), *map(line, rows)]
     out.append(f"creates/s / ceiling req/s = {ratio:.3f} (aim >= {AIM_RATIO})")
+    for phase in (subj, ceil):
+        out.append(f"{phase.name} answers per second: {' '.join(map(str, phase.per_second))}")
+    out.append(
+        f"before the load (idle probe, {IDLE_PROBE_SECONDS:g} s): "
+        + ", ".join(f"{name} {value:.2f}" for name, value in idle.items())
+        + " cores"
+    )
     out.append("")
     names = ["client", "service", "tail", "db", "kafka", "others", "machine"]
     out.append("cores used per phase (CPU s / wall s; machine = all processes, of "
@@ -636,6 +655,9 @@ async def drop_database(mongo: AsyncMongoClient[Any], name: str) -> None:
 
 
 async def run(args: argparse.Namespace) -> int:
+    current = asyncio.current_task()
+    if current is not None:  # SIGTERM (e.g. from `timeout`): clean up as on Ctrl-C
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, current.cancel)
     database = f"bench_incidents_{uuid.uuid4().hex[:12]}"
     extra = dict(item.split("=", 1) for item in args.service_env)
     print(f"scratch database {database}; service env extras: {extra or 'none'}", flush=True)
@@ -668,6 +690,12 @@ async def run(args: argparse.Namespace) -> int:
         api = Api(token)
         phases: dict[str, Phase] = {}
         seconds, c = args.seconds, args.concurrency
+        # What else keeps the machine (and a shared database) busy before any load.
+        before = meter.snapshot()
+        await asyncio.sleep(IDLE_PROBE_SECONDS)
+        idle = CpuMeter.cores(before, meter.snapshot())
+        idle = {name: idle[name] for name in ("machine", "db") if name in idle}
+        print(f"idle probe: {idle}", flush=True)
 
         async with new_client(service.base_url, c) as client:
             print(f"closed loop: GET /livez, {c} connections, {seconds:g}s", flush=True)
@@ -711,7 +739,7 @@ async def run(args: argparse.Namespace) -> int:
 
     lag_rows, missing, duplicated, timestamp_type = lags(api, records)
     print()
-    print(report(args, phases, api, lag_rows, missing, duplicated, timestamp_type))
+    print(report(args, phases, api, lag_rows, missing, duplicated, timestamp_type, idle))
     print(f"\nincidents stored when the open loop started: {stored}")
     print(
         "lag = consumer receive time (wall clock of the tail process) - time the client got "
@@ -741,10 +769,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="extra environment of the service, e.g. ITSM_RELAY_POLL_INTERVAL=0.05 (repeatable)",
+        help="extra environment of the service, e.g. ITSM_RELAY_POLL_INTERVAL=60 (repeatable)",
     )
-    parser.add_argument("--drain-timeout", type=float, default=60.0)
-    parser.add_argument("--duplicate-grace", type=float, default=1.0)
+    parser.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=60.0,
+        help="seconds to wait for every created incident's event on Kafka (twice per run)",
+    )
+    parser.add_argument(
+        "--duplicate-grace",
+        type=float,
+        default=1.0,
+        help="seconds the consumer keeps reading after that, to catch duplicates",
+    )
     args = parser.parse_args(argv)
     if any("=" not in item for item in args.service_env):
         parser.error("--service-env takes KEY=VALUE")
@@ -752,7 +790,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return asyncio.run(run(parse_args(argv)))
+    args = parse_args(argv)
+    try:
+        return asyncio.run(run(args))
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        print("interrupted; the service was stopped and the scratch database dropped", flush=True)
+        return 130
 
 
 if __name__ == "__main__":
