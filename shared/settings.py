@@ -28,6 +28,8 @@ class ServiceSettings(BaseSettings):
     # behind, and a scan is costly on FerretDB (no pushdown), so it is not too frequent.
     relay_poll_interval: float = Field(5.0, gt=0)
     relay_batch_size: int = Field(500, ge=1)
+    # Ticket numbers reserved per counter update (gaps of up to this after a restart).
+    number_block_size: int = Field(50, ge=1, le=10_000)
 
     # Fail closed: production validates against an OIDC issuer unless told otherwise.
     auth_mode: Literal["dev", "oidc"] = "oidc"

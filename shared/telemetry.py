@@ -11,6 +11,7 @@ from opentelemetry.propagate import extract, inject
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 
 from shared.contracts.envelope import Envelope
 
@@ -18,14 +19,21 @@ _tracer = trace.get_tracer("itsm.outbox")
 
 
 def setup_tracing(service_name: str, exporter: SpanExporter | None = None) -> TracerProvider:
-    """Install a tracer provider. Call only from an entry point (app factory / worker main).
+    """Install a tracer provider (see `tracer_provider`). Call only from an entry point (app
+    factory / worker main)."""
+    provider = tracer_provider(service_name, exporter)
+    trace.set_tracer_provider(provider)
+    return provider
 
-    The exporter is OTLP when `OTEL_EXPORTER_OTLP_ENDPOINT` (or the traces-specific variable) is
-    set; every other `OTEL_*` variable is read by the SDK itself. Without an endpoint, spans are
-    still created (trace ids in logs, propagation across Kafka) but not exported.
+
+def tracer_provider(service_name: str, exporter: SpanExporter | None = None) -> TracerProvider:
+    """The platform's tracer provider. The exporter is OTLP when `OTEL_EXPORTER_OTLP_ENDPOINT`
+    (or the traces-specific variable) is set; every other `OTEL_*` variable is read by the SDK
+    itself. Without an exporter, spans are not recorded (a sampler that drops them all:
+    recording costs per request, and nothing would read them) but still carry trace ids, so
+    logs show `trace_id` and `traceparent` still propagates across Kafka (flagged not sampled).
     """
     resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", service_name)})
-    provider = TracerProvider(resource=resource)
     if exporter is None and (
         os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
         or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
@@ -33,9 +41,11 @@ def setup_tracing(service_name: str, exporter: SpanExporter | None = None) -> Tr
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
         exporter = OTLPSpanExporter()
-    if exporter is not None:
+    if exporter is None:
+        provider = TracerProvider(resource=resource, sampler=ALWAYS_OFF)
+    else:  # the sampler from OTEL_TRACES_SAMPLER, parent-based always-on by default
+        provider = TracerProvider(resource=resource)
         provider.add_span_processor(BatchSpanProcessor(exporter))
-    trace.set_tracer_provider(provider)
     return provider
 
 

@@ -27,7 +27,7 @@ from shared.bus.port import Subscription
 from shared.contracts import Envelope, Topic
 from shared.runtime import Runtime, ServiceUnit, service_app
 from shared.settings import ServiceSettings
-from shared.store.counters import next_number
+from shared.store.counters import NumberBlocks
 from shared.store.relay import OutboxRelay
 
 
@@ -58,7 +58,7 @@ async def build(settings: ServiceSettings, runtime: Runtime) -> ServiceUnit:
         approval_groups=ApprovalGroupRepository(database),
         freezes=FreezeRepository(database),
         maintenance=MaintenanceRepository(database),
-        next_number=lambda: next_number(database, "change"),
+        next_number=NumberBlocks(database, "change", settings.number_block_size).next,
         correlation_window=timedelta(hours=config.correlation_window_hours),
     )
     subscriptions: list[Subscription] = []

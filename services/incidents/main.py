@@ -24,7 +24,7 @@ from shared.bus.port import Subscription
 from shared.contracts import Envelope, Topic
 from shared.runtime import Runtime, ServiceUnit, service_app
 from shared.settings import ServiceSettings
-from shared.store.counters import next_number
+from shared.store.counters import NumberBlocks
 from shared.store.relay import OutboxRelay
 
 log = structlog.get_logger(__name__)
@@ -64,7 +64,7 @@ async def build(settings: ServiceSettings, runtime: Runtime) -> ServiceUnit:
     incidents = Incidents(
         repo=repo,
         groups=groups,
-        next_number=lambda: next_number(runtime.database, "incident"),
+        next_number=NumberBlocks(runtime.database, "incident", settings.number_block_size).next,
         policy=config.policy(),
         agents_see_all=config.agents_see_all,
     )

@@ -1,19 +1,28 @@
 """The outbox relay: publish pending events from aggregate documents, then remove them.
 
-Publish-then-remove gives at-least-once delivery: a crash in between republishes the events,
-and consumers drop them by sequence. The relay is nudged after each write for low latency and
-also polls, so events left behind by a crash are never stranded.
+Two ways in. The fast path: a write hands the relay the outbox entries it just wrote (they are in
+memory), the relay publishes them at once and removes them from their documents afterwards, in
+batches, off the latency path. The safety net: every `poll_interval` the relay scans for
+documents with pending entries, so events whose hand-off was lost (a crash, a failed publish) are
+never stranded.
+
+Publish-then-remove gives at-least-once delivery: a crash in between republishes the events with
+the same sequence, and consumers drop them by sequence. Per aggregate, an event is published only
+once every earlier event of that aggregate has been published (see `plan_handoffs`), so the
+consumers' sequence check never skips a first delivery.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections import OrderedDict, deque
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 from pymongo import UpdateOne
 
 from shared.background import BackgroundTask
@@ -25,9 +34,86 @@ from shared.telemetry import producer_span
 
 log = structlog.get_logger(__name__)
 
-REMOVALS_PER_COMMAND = 50
+# FerretDB 1.24 never answers an update command of 100 or more statements, and each statement is
+# a scan of the collection there: small commands keep every one short (bench/outbox_throughput.py).
+REMOVALS_PER_COMMAND = 10
+# Hand-offs beyond this many waiting entries are dropped: the scan finds their events instead.
+MAX_HANDOFF_BATCHES = 20
+# Aggregates whose last published sequence the relay remembers (the fast path's order check).
+REMEMBERED_AGGREGATES = 10_000
 PUBLISHED = Counter("itsm_outbox_published_total", "Events relayed from outboxes", ["collection"])
 RELAY_ERRORS = Counter("itsm_outbox_relay_errors_total", "Failed relay passes", ["relay"])
+AWAITING_REMOVAL = Gauge(
+    "itsm_outbox_awaiting_removal", "Published events not yet removed from outboxes", ["relay"]
+)
+
+Key = tuple[str, Any]  # (collection name, document id)
+Entry = dict[str, Any]  # an outbox entry: an event document plus its topic
+
+
+@dataclass(frozen=True)
+class Handoff:
+    """Outbox entries one write just stored in one document, in write order. `first`: the write
+    created the document, so no earlier event of it can be pending."""
+
+    collection: str
+    document_id: Any
+    entries: tuple[Entry, ...]
+    first: bool = False
+
+    @property
+    def key(self) -> Key:
+        return (self.collection, self.document_id)
+
+
+@dataclass(frozen=True)
+class HandoffPlan:
+    publish: list[tuple[Key, Entry]]  # entries to publish now, in order
+    reread: set[Key]  # documents to read back: an earlier event may not be published yet
+
+
+def plan_handoffs(handoffs: Iterable[Handoff], published_through: Mapping[Key, int]) -> HandoffPlan:
+    """Which handed-off entries can go out now without reading the store.
+
+    An entry is published from memory only if every earlier event of its aggregate is known to be
+    out: the hand-off created the document, or this relay published the sequence just before it
+    (here or earlier in the same plan). Anything else (another process wrote the previous event,
+    a gap, a failed publish) reads the document, whose outbox holds every pending entry in order.
+    Entries at or below the published sequence are dropped: the relay already sent them.
+    """
+    through = dict(published_through)
+    reread: set[Key] = set()
+    ready: list[tuple[Key, Entry]] = []
+    for handoff in handoffs:
+        key = handoff.key
+        if key in reread:
+            continue
+        done = through.get(key, 0)
+        entries = [e for e in handoff.entries if e["sequence"] > done]
+        if not entries:
+            continue
+        if not handoff.first and entries[0]["sequence"] != done + 1:
+            reread.add(key)
+            continue
+        ready += [(key, e) for e in entries]
+        through[key] = entries[-1]["sequence"]
+    return HandoffPlan([(k, e) for k, e in ready if k not in reread], reread)
+
+
+def removal_commands(
+    published: Mapping[Any, Sequence[Entry]], per_command: int = REMOVALS_PER_COMMAND
+) -> list[dict[Any, tuple[Entry, ...]]]:
+    """The published entries grouped into removal commands: one statement per document, at most
+    `per_command` statements per command."""
+    items = [(document_id, tuple(entries)) for document_id, entries in published.items()]
+    return [dict(items[i : i + per_command]) for i in range(0, len(items), per_command)]
+
+
+def removal(document_id: Any, entries: Sequence[Entry]) -> UpdateOne:
+    """Pull exactly the published entries; entries appended meanwhile stay. `$pullAll` compares
+    whole entries (FerretDB 1.24's `$pull` ignores conditions such as `{id: {$in: ...}}`): the
+    hand-off's entries are the very dicts the write stored, times cut to milliseconds."""
+    return UpdateOne({"_id": document_id}, {"$pullAll": {OUTBOX: list(entries)}})
 
 
 class OutboxRelay:
@@ -46,21 +132,58 @@ class OutboxRelay:
         self._batch_size = batch_size
         self.name = name
         self._wake = asyncio.Event()
-        self._worker = BackgroundTask(name)
-        self._written: dict[str, set[Any]] = {}
+        self._removals_due = asyncio.Event()
+        self._removing = asyncio.Lock()
+        self._publisher = BackgroundTask(name)
+        self._remover = BackgroundTask(f"{name}-removals")
+        self._handoffs: deque[Handoff] = deque()
+        self._reread: dict[str, set[Any]] = {}
+        self._published_through: OrderedDict[Key, int] = OrderedDict()
+        # Published (acknowledged), not yet removed: collection -> document id -> id -> entry.
+        self._unremoved: dict[str, dict[Any, dict[str, Entry]]] = {}
+        self._unremoved_count = 0
 
-    def nudge(self, collection_name: str | None = None, document_id: Any = None) -> None:
-        """Wake the relay; naming the document just written lets it fetch that one by `_id`
-        instead of scanning (an index lookup on MongoDB)."""
-        if collection_name is not None:
-            self._written.setdefault(collection_name, set()).add(document_id)
+    def nudge(
+        self,
+        collection_name: str | None = None,
+        document_id: Any = None,
+        entries: Sequence[Entry] = (),
+        first: bool = False,
+    ) -> None:
+        """Told by a repository after each write (`AggregateRepository(on_write=relay.nudge)`):
+        the entries it just wrote go out on the next pass, without reading the store. Without
+        entries, the named document is read back by `_id`; without a name, only a wake-up."""
+        if collection_name is not None and entries:
+            if len(self._handoffs) < MAX_HANDOFF_BATCHES * self._batch_size:
+                self._handoffs.append(Handoff(collection_name, document_id, tuple(entries), first))
+            else:  # publishing is stuck (broker away): memory stays bounded, the scan finds it
+                log.warning("outbox.handoff_dropped", relay=self.name, document=str(document_id))
+        elif collection_name is not None:
+            self._queue_reread(collection_name, [document_id])
         self._wake.set()
 
+    @property
+    def awaiting_removal(self) -> int:
+        """Events published and not yet removed from their documents."""
+        return self._unremoved_count
+
     async def start(self) -> None:
-        self._worker.start(self._run())
+        self._publisher.start(self._run())
+        self._remover.start(self._remove_continuously())
 
     async def stop(self) -> None:
-        await self._worker.stop()
+        await self._publisher.stop()
+        await self._remover.stop()
+
+    async def run_once(self, *, scan: bool = True) -> int:
+        """One whole pass: publish everything handed off (and, with `scan`, every pending event
+        in the collections), then remove everything published. Returns the events published."""
+        published = 0
+        while self._handoffs or self._reread:
+            published += await self.publish_pass(scan=False)
+        published += await self.publish_pass(scan=scan)
+        await self.remove_published()
+        return published
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -70,7 +193,7 @@ class OutboxRelay:
             self._wake.clear()
             scan = loop.time() >= next_scan
             try:
-                relayed = await self.run_once(scan=scan)
+                published = await self.publish_pass(scan=scan)
                 failures = 0
             except asyncio.CancelledError:
                 raise
@@ -80,39 +203,149 @@ class OutboxRelay:
                 log.warning("outbox.relay_failed", relay=self.name, error=repr(exc))
                 await asyncio.sleep(min(0.1 * 2**failures, self._poll_interval * 5))
                 continue
-            if scan and not relayed:
+            if scan:  # the next scan one interval later, whatever this one found
                 next_scan = loop.time() + self._poll_interval
-            if relayed:
+            if published or self._handoffs or self._reread:
                 continue  # there may be more behind this batch
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=max(0.0, next_scan - loop.time()))
 
-    async def run_once(self, *, scan: bool = True) -> int:
-        """One pass over every collection; returns the number of events relayed. With `scan`,
-        find every document with pending events (the safety net); otherwise only the documents
-        named by nudges since the last pass."""
-        relayed = 0
-        for collection in self._collections:
-            documents = await (self._scan(collection) if scan else self._written_to(collection))
-            if not documents:
-                continue
-            await self._publish(documents)
-            # Remove exactly what was published; entries appended meanwhile stay pending.
-            removals = [
-                UpdateOne({"_id": d["_id"]}, {"$pullAll": {OUTBOX: d[OUTBOX]}}) for d in documents
-            ]
-            # In commands of at most REMOVALS_PER_COMMAND statements: FerretDB 1.24 never answers
-            # an update command of 100 or more (found by bench/outbox_throughput.py).
-            for start in range(0, len(removals), REMOVALS_PER_COMMAND):
-                chunk = documents[start : start + REMOVALS_PER_COMMAND]
-                async with document_locks(collection, [d["_id"] for d in chunk]):
-                    await collection.bulk_write(
-                        removals[start : start + REMOVALS_PER_COMMAND], ordered=False
-                    )
-            count = sum(len(d[OUTBOX]) for d in documents)
-            PUBLISHED.labels(collection.name).inc(count)
-            relayed += count
-        return relayed
+    async def _remove_continuously(self) -> None:
+        failures = 0
+        while True:
+            await self._removals_due.wait()
+            self._removals_due.clear()
+            try:
+                await self.remove_published()
+                failures = 0
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                failures += 1
+                RELAY_ERRORS.labels(self.name).inc()
+                log.warning("outbox.removal_failed", relay=self.name, error=repr(exc))
+                self._removals_due.set()  # what failed stays queued: retry after a pause
+                await asyncio.sleep(min(0.1 * 2**failures, self._poll_interval * 5))
+
+    async def publish_pass(self, *, scan: bool) -> int:
+        """Publish one batch of handed-off entries and documents to read back, and with `scan`
+        everything pending in the collections; returns the events published. Removal is left
+        to `remove_published`."""
+        published = 0
+        if self._handoffs or self._reread:
+            published += await self._publish_handoffs()
+        if scan:
+            for collection in self._collections:
+                found = await self._scan(collection)
+                published += await self._publish_documents(collection.name, found)
+        return published
+
+    async def remove_published(self) -> int:
+        """Remove every published entry from its document, in bounded commands; returns the
+        documents updated. What a failed command held stays queued for the next call."""
+        removed = 0
+        async with self._removing:
+            for collection in self._collections:
+                pending = self._unremoved.get(collection.name)
+                while pending:
+                    batch = dict(list(pending.items())[: self._batch_size])
+                    commands = removal_commands({d: list(e.values()) for d, e in batch.items()})
+                    for command in commands:
+                        statements = [removal(d, entries) for d, entries in command.items()]
+                        async with document_locks(collection, command):
+                            await collection.bulk_write(statements, ordered=False)
+                        for document_id, entries in command.items():
+                            left = pending[document_id]
+                            for entry in entries:
+                                del left[entry["id"]]
+                            if not left:  # nothing was published while this command ran
+                                del pending[document_id]
+                            self._unremoved_count -= len(entries)
+                        removed += len(command)
+                        AWAITING_REMOVAL.labels(self.name).set(self._unremoved_count)
+        return removed
+
+    async def _publish_handoffs(self) -> int:
+        handoffs: list[Handoff] = []
+        while self._handoffs and len(handoffs) < self._batch_size:
+            handoffs.append(self._handoffs.popleft())
+        plan = plan_handoffs(handoffs, self._published_through)
+        reread, self._reread = self._reread, {}
+        for collection_name, document_id in plan.reread:
+            reread.setdefault(collection_name, set()).add(document_id)
+        try:
+            published = await self._publish(plan.publish)
+            for collection in self._collections:
+                ids = reread.pop(collection.name, set())
+                if ids:
+                    found = await self._read(collection, ids)
+                    published += await self._publish_documents(collection.name, found)
+        except Exception:
+            # Read these documents back next time: their outboxes hold what did not go out.
+            for (collection_name, document_id), _ in plan.publish:
+                self._queue_reread(collection_name, [document_id])
+            for collection_name, ids in reread.items():
+                self._queue_reread(collection_name, ids)
+            raise
+        return published
+
+    def _queue_reread(self, collection_name: str, document_ids: Iterable[Any]) -> None:
+        ids = self._reread.setdefault(collection_name, set())
+        ids.update(document_ids)
+        if len(ids) > MAX_HANDOFF_BATCHES * self._batch_size:
+            ids.clear()  # publishing is stuck: memory stays bounded, the scan finds them
+
+    async def _publish_documents(
+        self, collection_name: str, documents: list[dict[str, Any]]
+    ) -> int:
+        """Publish what read documents hold that this relay has not published yet (a
+        document's outbox holds every pending entry of its aggregate, in order)."""
+        unremoved = self._unremoved.get(collection_name, {})
+        entries: list[tuple[Key, Entry]] = []
+        for document in documents:
+            key = (collection_name, document["_id"])
+            done = self._published_through.get(key, 0)
+            sent = set(unremoved.get(document["_id"], ()))
+            for entry in document[OUTBOX]:
+                if entry["sequence"] > done and entry["id"] not in sent:
+                    entries.append((key, entry))
+                else:  # published before (removal pending or lost): remove it as stored
+                    self._note_unremoved(key, entry, replace=True)
+        return await self._publish(entries)
+
+    async def _publish(self, entries: list[tuple[Key, Entry]]) -> int:
+        if not entries:
+            return 0
+        by_topic: dict[str, list[Envelope]] = {}
+        for _, entry in entries:  # in write order: one aggregate's events stay ordered
+            envelope = Envelope.from_document(entry)
+            with producer_span(entry["topic"], envelope) as traceparent:
+                by_topic.setdefault(entry["topic"], []).append(
+                    envelope.with_traceparent(traceparent)
+                )
+        await asyncio.gather(*(self._bus.publish(t, es) for t, es in by_topic.items()))
+        for key, entry in entries:
+            self._note_unremoved(key, entry)
+            self._remember(key, entry["sequence"])
+            PUBLISHED.labels(key[0]).inc()
+        AWAITING_REMOVAL.labels(self.name).set(self._unremoved_count)
+        return len(entries)
+
+    def _note_unremoved(self, key: Key, entry: Entry, *, replace: bool = False) -> None:
+        entries = self._unremoved.setdefault(key[0], {}).setdefault(key[1], {})
+        if entry["id"] not in entries:
+            self._unremoved_count += 1
+        elif not replace:
+            return
+        entries[entry["id"]] = entry
+        self._removals_due.set()
+
+    def _remember(self, key: Key, sequence: int) -> None:
+        if sequence > self._published_through.get(key, 0):
+            self._published_through[key] = sequence
+        self._published_through.move_to_end(key)
+        if len(self._published_through) > REMEMBERED_AGGREGATES:
+            self._published_through.popitem(last=False)
 
     async def _scan(self, collection: Any) -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = (
@@ -122,21 +355,9 @@ class OutboxRelay:
         )
         return found
 
-    async def _written_to(self, collection: Any) -> list[dict[str, Any]]:
-        ids = self._written.pop(collection.name, set())
+    async def _read(self, collection: Any, ids: set[Any]) -> list[dict[str, Any]]:
         found = await asyncio.gather(*(collection.find_one({"_id": i}, {OUTBOX: 1}) for i in ids))
         return [d for d in found if d and d.get(OUTBOX)]
 
-    async def _publish(self, documents: list[dict[str, Any]]) -> None:
-        by_topic: dict[str, list[Envelope]] = {}
-        for document in documents:
-            for entry in document[OUTBOX]:  # in write order: one aggregate's events stay ordered
-                envelope = Envelope.from_document(entry)
-                with producer_span(entry["topic"], envelope) as traceparent:
-                    by_topic.setdefault(entry["topic"], []).append(
-                        envelope.with_traceparent(traceparent)
-                    )
-        await asyncio.gather(*(self._bus.publish(t, es) for t, es in by_topic.items()))
 
-
-__all__ = ["OutboxRelay"]
+__all__ = ["Handoff", "OutboxRelay", "plan_handoffs", "removal", "removal_commands"]

@@ -21,11 +21,27 @@ OUTBOX = "outbox"
 VERSION = "version"
 
 
+# Told after each successful write (e.g. OutboxRelay.nudge): (collection name, document id, the
+# outbox entries the write stored - in memory, exactly as stored - and whether it created the
+# document).
+OnWrite = Callable[[str, Any, Sequence[dict[str, Any]], bool], None]
+
+
+def _ignore_write(
+    collection_name: str, document_id: Any, entries: Sequence[dict[str, Any]], first: bool
+) -> None:
+    pass
+
+
 def outbox_entry(envelope: Envelope) -> dict[str, Any]:
     """An outbox entry: the event plus its topic, and the trace context of the writing request so
-    the relay's publish span joins the same trace."""
+    the relay's publish span joins the same trace. The time is cut to BSON's milliseconds, so the
+    entry handed to the relay in memory equals the one a later read returns."""
     traced = envelope.with_traceparent(envelope.traceparent or current_traceparent())
-    return {"topic": str(contract_for(envelope.type).topic), **traced.to_document()}
+    document = {"topic": str(contract_for(envelope.type).topic), **traced.to_document()}
+    time = document["time"]
+    document["time"] = time.replace(microsecond=time.microsecond // 1000 * 1000)
+    return document
 
 
 class AggregateRepository(Generic[A]):
@@ -37,11 +53,10 @@ class AggregateRepository(Generic[A]):
     # never loaded with the aggregate.
     append_only: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, database: Any, on_write: Callable[[str, Any], None] | None = None) -> None:
+    def __init__(self, database: Any, on_write: OnWrite | None = None) -> None:
         self.database = database
         self.collection = database[self.collection_name]
-        # Told (collection name, document id) after each write, e.g. OutboxRelay.nudge.
-        self._on_write = on_write or (lambda collection, document_id: None)
+        self._on_write: OnWrite = on_write or _ignore_write
 
     def to_document(self, aggregate: A) -> dict[str, Any]:
         raise NotImplementedError
@@ -98,7 +113,7 @@ class AggregateRepository(Generic[A]):
             raise AlreadyExists(
                 f"{self.collection_name} {document['_id']} already exists"
             ) from None
-        self._on_write(self.collection.name, document["_id"])
+        self._on_write(self.collection.name, document["_id"], document[OUTBOX], True)
 
     async def save(
         self,
@@ -116,8 +131,9 @@ class AggregateRepository(Generic[A]):
             raise ValueError("a saved aggregate's version must advance")
         update: dict[str, Any] = {"$set": document}
         pushes = {name: list(entries) for name, entries in (append or {}).items() if entries}
-        if events:
-            pushes[OUTBOX] = [outbox_entry(e) for e in events]
+        entries = [outbox_entry(e) for e in events]
+        if entries:
+            pushes[OUTBOX] = entries
         if pushes:
             update["$push"] = {name: {"$each": entries} for name, entries in pushes.items()}
         async with document_lock(self.collection, aggregate_id), translated_errors():
@@ -126,4 +142,4 @@ class AggregateRepository(Generic[A]):
             )
         if result.matched_count == 0:
             raise ConcurrencyConflict(aggregate_id, expected_version)
-        self._on_write(self.collection.name, aggregate_id)
+        self._on_write(self.collection.name, aggregate_id, entries, False)

@@ -19,7 +19,7 @@ from shared.contracts.incidents import FieldChange, IncidentUpdated
 from shared.store.errors import AlreadyExists, ConcurrencyConflict
 from shared.store.memory import InMemoryDatabase
 from shared.store.projection import apply_if_newer
-from shared.store.relay import OutboxRelay
+from shared.store.relay import REMOVALS_PER_COMMAND, OutboxRelay
 from shared.store.repository import AggregateRepository
 from tests.integration.conftest import scratch_database
 from tests.support.polling import eventually
@@ -160,11 +160,11 @@ async def test_crash_between_publish_and_removal_loses_nothing_and_applies_nothi
     await repo.add(Counter("c1", 0, 1), bumped("c1", 0))
     await repo.save(Counter("c1", 2, 3), 1, bumped("c1", 1, count=2))
     crashing = CrashAfterPublish(repo.collection)
-    relay = OutboxRelay(bus, [crashing])
     with pytest.raises(ConnectionError):
-        await relay.run_once()
+        await OutboxRelay(bus, [crashing]).run_once()
     assert (await repo.collection.find_one({"_id": "c1"}))["outbox"], "still pending"
-    assert await relay.run_once() == 3  # the restarted relay publishes them again
+    restarted = OutboxRelay(bus, [repo.collection])
+    assert await restarted.run_once() == 3  # publishes them again, same sequences
 
     delivered = [decode(r) for r in bus.records(Topic.INCIDENTS)]
     assert [e.sequence for e in delivered] == [1, 2, 3, 1, 2, 3]
@@ -249,3 +249,130 @@ async def test_the_relay_drains_hundreds_of_pending_documents_in_one_pass(
     relay = OutboxRelay(bus, [repo.collection], batch_size=500)
     assert await asyncio.wait_for(relay.run_once(), timeout=60) == 230
     assert await repo.collection.count_documents({"outbox.0": {"$exists": True}}) == 0
+
+
+class WatchedCollection:
+    """The collection as the relay sees it: reads by `_id` are refused (the fast path must not
+    read the store), removals wait for `removals_open` and are recorded."""
+
+    def __init__(self, collection: Any) -> None:
+        self._collection = collection
+        self.name = collection.name
+        self.removals_open = asyncio.Event()
+        self.removal_commands: list[int] = []
+
+    def find(self, *args: Any, **kwargs: Any) -> Any:
+        return self._collection.find(*args, **kwargs)
+
+    async def find_one(self, *args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the relay read a document back on the fast path")
+
+    async def bulk_write(self, requests: list[Any], **kwargs: Any) -> Any:
+        await self.removals_open.wait()
+        self.removal_commands.append(len(requests))
+        return await self._collection.bulk_write(requests, **kwargs)
+
+
+async def _pending(repo: CounterRepository) -> int:
+    return await repo.collection.count_documents({"outbox.0": {"$exists": True}})
+
+
+async def test_written_events_are_published_at_once_and_removed_afterwards(
+    database: Any,
+) -> None:
+    """The lag path does not touch the store: the events go out while their removal waits."""
+    bus = InMemoryBus()
+    relay = OutboxRelay(bus, [], poll_interval=3600)
+    repo = CounterRepository(database, on_write=relay.nudge)
+    watched = WatchedCollection(repo.collection)
+    relay._collections.append(watched)
+    await relay.start()
+    try:
+        await repo.add(Counter("c1", 0, 1), bumped("c1", 0))
+        await repo.save(Counter("c1", 2, 3), 1, bumped("c1", 1, count=2))
+        await repo.add(Counter("c2", 0, 1), bumped("c2", 0))
+        await eventually(lambda: _count(bus), until=lambda n: n == 4, timeout=10, what="publish")
+        assert await _pending(repo) == 2, "removal waits; the events are already out"
+        assert relay.awaiting_removal == 4
+        watched.removals_open.set()
+        await eventually(lambda: _pending(repo), until=lambda n: n == 0, timeout=10)
+    finally:
+        await relay.stop()
+    by_key = sorted((decode(r).subject, decode(r).sequence) for r in bus.records(Topic.INCIDENTS))
+    assert by_key == [("c1", 1), ("c1", 2), ("c1", 3), ("c2", 1)]
+    assert [decode(r).sequence for r in bus.records(Topic.INCIDENTS) if r.key == b"c1"] == [1, 2, 3]
+    assert relay.awaiting_removal == 0
+
+
+async def test_removals_are_grouped_per_document_in_bounded_commands(database: Any) -> None:
+    bus = InMemoryBus()
+    relay = OutboxRelay(bus, [], batch_size=500)
+    repo = CounterRepository(database, on_write=relay.nudge)
+    watched = WatchedCollection(repo.collection)
+    watched.removals_open.set()
+    relay._collections.append(watched)
+    for i in range(23):
+        await repo.add(Counter(f"c{i:02d}", 0, 1), bumped(f"c{i:02d}", 0))
+        await repo.save(Counter(f"c{i:02d}", 1, 2), 1, bumped(f"c{i:02d}", 1))
+    assert await relay.publish_pass(scan=False) == 46
+    assert await _pending(repo) == 23
+    assert await relay.remove_published() == 23
+    assert watched.removal_commands == [REMOVALS_PER_COMMAND] * 2 + [3]
+    assert await _pending(repo) == 0
+
+
+async def test_events_whose_relay_died_before_publishing_go_out_with_the_next_one(
+    repo: CounterRepository,
+) -> None:
+    bus = InMemoryBus()
+    dead = OutboxRelay(bus, [repo.collection])
+    repo._on_write = dead.nudge  # handed over, never published: the process dies
+    await repo.add(Counter("c1", 0, 1), bumped("c1", 0))
+    await repo.save(Counter("c1", 1, 2), 1, bumped("c1", 1))
+    assert bus.records(Topic.INCIDENTS) == []
+    restarted = OutboxRelay(bus, [repo.collection], poll_interval=3600)
+    await restarted.start()  # its start-up scan is the safety net
+    try:
+        await eventually(lambda: _pending(repo), until=lambda n: n == 0, timeout=10)
+    finally:
+        await restarted.stop()
+    assert [decode(r).sequence for r in bus.records(Topic.INCIDENTS)] == [1, 2]
+
+
+async def test_a_crash_after_publishing_before_removal_republishes_the_same_sequences(
+    repo: CounterRepository, database: Any
+) -> None:
+    bus = InMemoryBus()
+    crashed = OutboxRelay(bus, [repo.collection])
+    repo._on_write = crashed.nudge
+    await repo.add(Counter("c1", 0, 1), bumped("c1", 0, count=2))
+    assert await crashed.publish_pass(scan=False) == 2  # ... and dies before removing them
+    assert await OutboxRelay(bus, [repo.collection]).run_once() == 2
+    delivered = [decode(r) for r in bus.records(Topic.INCIDENTS)]
+    assert [(e.id, e.sequence) for e in delivered[2:]] == [
+        (e.id, e.sequence) for e in delivered[:2]
+    ]
+    projection = database["projection_under_test"]
+    applied = [
+        await apply_if_newer(projection, e.subject, e.sequence, {"$inc": {"applied": 1}})
+        for e in delivered
+    ]
+    assert applied == [True, True, False, False]
+    assert await _pending(repo) == 0
+
+
+async def test_an_event_after_one_another_process_wrote_keeps_their_order(
+    database: Any,
+) -> None:
+    """Event 1 was written by another process (not yet relayed); this one writes event 2 and
+    hands it over. Sent alone, 2 would reach consumers first and 1 would be skipped as stale."""
+    bus = InMemoryBus()
+    other_process = CounterRepository(database)
+    await other_process.add(Counter("c1", 0, 1), bumped("c1", 0))
+    relay = OutboxRelay(bus, [])
+    repo = CounterRepository(database, on_write=relay.nudge)
+    relay._collections.append(repo.collection)
+    await repo.save(Counter("c1", 1, 2), 1, bumped("c1", 1))
+    assert await relay.run_once(scan=False) == 2
+    assert [decode(r).sequence for r in bus.records(Topic.INCIDENTS)] == [1, 2]
+    assert await _pending(repo) == 0

@@ -1,0 +1,109 @@
+"""BackgroundTask.stop(): ends the task even when a cancellation is lost, and never swallows the
+caller's own cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from shared.background import BackgroundTask
+
+
+class WritesLikePymongo:
+    """A loop of `asyncio.wait_for(write)`, as PyMongo sends its commands. When a cancellation
+    lands in the loop step in which the write completes, Python 3.11's wait_for returns the
+    write's result instead of raising: the cancellation is lost and the loop goes on."""
+
+    def __init__(self) -> None:
+        self.write: asyncio.Future[int] | None = None
+        self.writing = asyncio.Event()
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            self.write = loop.create_future()
+            if self.writing.is_set():  # the relay goes on with its next writes
+                loop.call_later(0.01, self.write.set_result, 1)
+            self.writing.set()
+            await asyncio.wait_for(self.write, timeout=3600)
+
+
+async def test_stop_ends_a_task_whose_cancellation_was_lost() -> None:
+    writes = WritesLikePymongo()
+    worker = BackgroundTask("relay-like")
+    worker.start(writes.run())
+    await writes.writing.wait()
+    assert writes.write is not None
+    # The write completes in the same loop step as stop()'s cancellation arrives.
+    asyncio.get_running_loop().call_soon(writes.write.set_result, 1)
+    stopping = asyncio.create_task(worker.stop())
+    done, _ = await asyncio.wait({stopping}, timeout=5)
+    assert done, "stop() still waiting for a task that carries on"
+    await stopping
+    await worker.stop()  # stopped: a second stop is a no-op
+
+
+class Stubborn:
+    """Swallows the first `lost` cancellations, as a lost cancellation looks from outside."""
+
+    def __init__(self, lost: int) -> None:
+        self.lost = lost
+        self.running = asyncio.Event()
+
+    async def run(self) -> None:
+        self.running.set()
+        while True:
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                if self.lost == 0:
+                    raise
+                self.lost -= 1
+
+
+async def test_stop_cancels_again_until_the_task_ends() -> None:
+    stubborn = Stubborn(lost=3)
+    worker = BackgroundTask("stubborn")
+    worker.start(stubborn.run())
+    await stubborn.running.wait()
+    await asyncio.wait_for(worker.stop(), timeout=10)
+    assert stubborn.lost == 0
+
+
+async def test_stop_gives_up_with_an_error_after_its_bounded_attempts() -> None:
+    stubborn = Stubborn(lost=10)
+    worker = BackgroundTask("stuck")
+    worker.MAX_CANCELS, worker.RECANCEL_AFTER = 3, 0.01
+    worker.start(stubborn.run())
+    await stubborn.running.wait()
+    with pytest.raises(RuntimeError, match="stuck still running after 3 cancellations"):
+        await worker.stop()
+    worker.MAX_CANCELS = 100
+    await worker.stop()  # still known, so it can be stopped later
+
+
+async def test_the_callers_own_cancellation_propagates() -> None:
+    stubborn = Stubborn(lost=1_000_000)
+    worker = BackgroundTask("slow-to-stop")
+    worker.start(stubborn.run())
+    await stubborn.running.wait()
+    stopping = asyncio.create_task(worker.stop())
+    await asyncio.sleep(0)  # let stop() begin waiting
+    stopping.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await stopping
+    assert stopping.cancelled()
+    stubborn.lost = 0
+    await asyncio.wait_for(worker.stop(), timeout=10)
+
+
+async def test_stop_reports_a_task_that_had_failed() -> None:
+    async def failing() -> None:
+        raise ValueError("broken")
+
+    worker = BackgroundTask("failing")
+    worker.start(failing())
+    await asyncio.sleep(0)
+    with pytest.raises(ValueError, match="broken"):
+        await worker.stop()
