@@ -112,7 +112,8 @@ def removal_commands(
 def removal(document_id: Any, entries: Sequence[Entry]) -> UpdateOne:
     """Pull exactly the published entries; entries appended meanwhile stay. `$pullAll` compares
     whole entries (FerretDB 1.24's `$pull` ignores conditions such as `{id: {$in: ...}}`): the
-    hand-off's entries are the very dicts the write stored, times cut to milliseconds."""
+    hand-off's entries are the very dicts the write stored, times cut to milliseconds. The
+    filter stays `{_id}` alone: the only one FerretDB 1.24 pushes down (shared/store/mongo.py)."""
     return UpdateOne({"_id": document_id}, {"$pullAll": {OUTBOX: list(entries)}})
 
 

@@ -13,7 +13,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 from shared.contracts.envelope import Envelope
 from shared.contracts.registry import contract_for
 from shared.store.errors import AlreadyExists, ConcurrencyConflict, translated_errors
-from shared.store.locks import document_lock
+from shared.store.mongo import update_if_unchanged
 from shared.telemetry import current_traceparent
 
 A = TypeVar("A")
@@ -124,7 +124,8 @@ class AggregateRepository(Generic[A]):
     ) -> None:
         """Replace the aggregate's state and append its new events (and append-only entries),
         only if it is still at `expected_version`; otherwise ConcurrencyConflict and nothing is
-        written."""
+        written. (On FerretDB the version is checked in this process, under the document's lock,
+        so that every query is by `_id` alone: see `update_if_unchanged`.)"""
         document = self.to_document(aggregate)
         aggregate_id = document.pop("_id")
         if document[VERSION] <= expected_version:
@@ -136,10 +137,10 @@ class AggregateRepository(Generic[A]):
             pushes[OUTBOX] = entries
         if pushes:
             update["$push"] = {name: {"$each": entries} for name, entries in pushes.items()}
-        async with document_lock(self.collection, aggregate_id), translated_errors():
-            result = await self.collection.update_one(
-                {"_id": aggregate_id, VERSION: expected_version}, update
+        async with translated_errors():  # the version check's shape depends on the server
+            saved = await update_if_unchanged(
+                self.collection, aggregate_id, {VERSION: expected_version}, update
             )
-        if result.matched_count == 0:
+        if not saved:
             raise ConcurrencyConflict(aggregate_id, expected_version)
         self._on_write(self.collection.name, aggregate_id, entries, False)
