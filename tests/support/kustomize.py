@@ -10,7 +10,8 @@ of being rendered wrongly:
   Maps merge deeply, ``null`` deletes a key, lists of containers / initContainers / env /
   volumes merge by ``name`` and volumeMounts by ``mountPath``; every other list is replaced;
 - ``namespace`` (namespaced kinds only), ``images`` (newName / newTag / digest);
-- ``labels`` (pairs, includeSelectors, includeTemplates) and ``commonLabels``.
+- ``labels`` (pairs, includeSelectors, includeTemplates: pod and PVC templates) and
+  ``commonLabels``.
 """
 
 from __future__ import annotations
@@ -207,6 +208,9 @@ def _add_labels(
         if templates and kind in POD_TEMPLATE_KINDS:
             template_meta = spec.setdefault("template", {}).setdefault("metadata", {})
             template_meta.setdefault("labels", {}).update(pairs)
+            # kustomize labels a StatefulSet's PVC templates as templates too.
+            for claim in spec.get("volumeClaimTemplates") or []:
+                claim.setdefault("metadata", {}).setdefault("labels", {}).update(pairs)
         if not selectors:
             continue
         if kind in POD_TEMPLATE_KINDS or kind == "PodDisruptionBudget":
