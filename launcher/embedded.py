@@ -22,6 +22,9 @@ from pydantic import SecretStr
 
 from services.changes import main as changes
 from services.incidents import main as incidents
+from services.notify import main as notify
+from services.sla import embedded as sla_processor
+from services.sla import main as sla
 from shared.auth.cli import dev_key_file
 from shared.bus.memory import InMemoryBus
 from shared.bus.topics import platform_topics
@@ -43,6 +46,10 @@ class EmbeddedSettings(ServiceSettings):
 SERVICES = [
     ("incidents", incidents.build, incidents.routers),
     ("changes", changes.build, changes.routers),
+    ("sla", sla.build, sla.routers),
+    # The SLA stream processor: the Faust agents' handlers on the in-memory bus, ticked by asyncio.
+    ("sla-processor", sla_processor.build, []),
+    ("notify", notify.build, notify.routers),
 ]
 
 

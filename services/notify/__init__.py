@@ -1,1 +1,2 @@
-"""The notify service: lands with its own issue (#5). Until then it has no code."""
+"""The notify service: escalation policies, on-call rotations, subscriptions, and delivery of
+notifications by e-mail, signed webhooks, Slack and Teams (see docs/notify.md)."""

@@ -10,13 +10,16 @@ from __future__ import annotations
 import asyncio
 import zlib
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from shared.background import BackgroundTask
 from shared.bus.port import Handler, TopicSpec
 from shared.bus.processing import RecordProcessor, RetryPolicy, SourcePosition
 from shared.contracts.codec import KafkaRecord, encode
 from shared.contracts.envelope import Envelope
+
+# Takes one raw record and returns once it is applied (or dead-lettered): then it is committed.
+RecordHandler = Callable[[KafkaRecord, SourcePosition], Awaitable[None]]
 
 
 class InMemoryBus:
@@ -51,20 +54,35 @@ class InMemoryBus:
         for envelope in envelopes:
             await self.publish_record(topic, encode(envelope))
 
-    async def publish_record(self, topic: str, record: KafkaRecord) -> None:
+    async def publish_record(
+        self, topic: str, record: KafkaRecord, partition: int | None = None
+    ) -> None:
+        """Append to `partition`, or to the key's partition (a stable hash) when None."""
         partitions = self._partitions(topic)
-        index = zlib.crc32(record.key) % len(partitions) if record.key else 0
-        partitions[index].append(record)
+        if partition is None:
+            partition = zlib.crc32(record.key) % len(partitions) if record.key else 0
+        partitions[partition].append(record)
         self._changed.set()
 
     async def subscribe(
         self, group: str, topics: Sequence[str], handler: Handler
     ) -> InMemorySubscription:
+        processor = RecordProcessor(group, handler, self.publish_record, self._retry)
+        return self.subscribe_records(group, topics, processor.process, lambda: processor.processed)
+
+    def subscribe_records(
+        self,
+        group: str,
+        topics: Sequence[str],
+        handle: RecordHandler,
+        processed: Callable[[], int] | None = None,
+    ) -> InMemorySubscription:
+        """Consume raw records, for consumers that do their own decoding (the embedded SLA
+        processor runs the Faust agents' record handlers this way)."""
         if group in self._active_groups:
             raise RuntimeError(f"consumer group {group!r} already has an active member")
         self._active_groups.add(group)
-        processor = RecordProcessor(group, handler, self.publish_record, self._retry)
-        subscription = InMemorySubscription(self, group, list(topics), processor)
+        subscription = InMemorySubscription(self, group, list(topics), handle, processed)
         subscription.start()
         self._subscriptions.append(subscription)
         return subscription
@@ -100,17 +118,24 @@ class InMemoryBus:
 
 class InMemorySubscription:
     def __init__(
-        self, bus: InMemoryBus, group: str, topics: list[str], processor: RecordProcessor
+        self,
+        bus: InMemoryBus,
+        group: str,
+        topics: list[str],
+        handle: RecordHandler,
+        processed: Callable[[], int] | None = None,
     ) -> None:
         self._bus = bus
         self.group = group
         self._topics = topics
-        self._processor = processor
+        self._handle = handle
+        self._handled = 0
+        self._processed = processed or (lambda: self._handled)
         self._worker = BackgroundTask(f"consume:{group}")
 
     @property
     def processed(self) -> int:
-        return self._processor.processed
+        return self._processed()
 
     def start(self) -> None:
         self._worker.start(self._run())
@@ -118,7 +143,8 @@ class InMemorySubscription:
     async def _run(self) -> None:
         while True:
             for position, record in await self._bus._next_batch(self.group, self._topics):
-                await self._processor.process(record, position)
+                await self._handle(record, position)
+                self._handled += 1
                 self._bus._commit(self.group, position)
 
     async def stop(self) -> None:

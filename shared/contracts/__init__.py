@@ -31,4 +31,7 @@ __all__ = [
 from shared.contracts import alerts as alerts
 from shared.contracts import changes as changes
 from shared.contracts import incidents as incidents
+from shared.contracts import notify as notify
 from shared.contracts import sla as sla
+from shared.contracts import sla_kpis as sla_kpis
+from shared.contracts import sla_policies as sla_policies

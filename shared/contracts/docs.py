@@ -81,6 +81,9 @@ _TOPIC_DOCS = {
     Topic.INCIDENTS: "Incident lifecycle facts, keyed by incident id.",
     Topic.CHANGES: "Change request facts, keyed by change id.",
     Topic.SLA: "SLA timer facts (started, warning, breached, met), keyed by ticket id.",
+    Topic.SLA_POLICIES: "Compacted: every version of every SLA/OLA policy and business calendar, "
+    "keyed policy:<id>:<version> or calendar:<id>:<version>.",
+    Topic.SLA_KPIS: "Compacted: the latest snapshot of every streaming KPI partial, keyed by it.",
     Topic.NOTIFY: "Notification and escalation facts.",
     Topic.INGEST: "External producers (monitoring alerts, CI/CD, any CloudEvent).",
     Topic.DEAD_LETTER: "Records that could not be decoded or applied, with dlq-* headers.",

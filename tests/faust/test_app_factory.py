@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -28,7 +29,8 @@ def test_the_app_follows_the_settings() -> None:
     assert app.conf.topic_partitions == 3
     topics = app.sla.topics
     assert set(topics) == {
-        Topic.INCIDENTS, Topic.SLA, Topic.DEAD_LETTER, due_topic_name("sla-factory-test")
+        Topic.INCIDENTS, Topic.SLA, Topic.DEAD_LETTER, due_topic_name("sla-factory-test"),
+        Topic.SLA_KPIS,
     }  # fmt: skip
     assert {t.partitions for t in topics.values()} == {3}
     assert topics[Topic.DEAD_LETTER].config == {"retention.ms": str(30 * 24 * 3600 * 1000)}
@@ -36,16 +38,18 @@ def test_the_app_follows_the_settings() -> None:
     assert app.sla.table.changelog_topic.get_topic_name() == "sla-factory-test-sla-state-changelog"
     assert set(app.copartitioned) == {
         Topic.INCIDENTS,
+        Topic.CHANGES,
         "sla-factory-test-sla-due",
         "sla-factory-test-sla-state-changelog",
     }
 
 
-def test_rocksdb_without_its_driver_is_refused_clearly() -> None:
-    # rocksdict is not a dependency yet (see docs/sla.md); until it is, say so clearly.
-    assert importlib.util.find_spec("rocksdict") is None
-    with pytest.raises(RuntimeError, match="rocksdict"):
-        create_app(SlaSettings(app_id="sla-factory-rocks", store="rocksdb://"))
+def test_the_rocksdb_store_runs_on_rocksdict(tmp_path: Path) -> None:
+    # rocksdict is a dependency: faust-streaming's RocksDB store uses it (python-rocksdb is gone).
+    assert importlib.util.find_spec("rocksdict") is not None
+    settings = SlaSettings(app_id="sla-factory-rocks", store="rocksdb://", data_dir=tmp_path)
+    store = create_app(settings).sla.table.data
+    assert type(store).__module__ == "faust.stores.rocksdb" and store.use_rocksdict
 
 
 def test_targets_can_be_overridden_per_priority_from_the_environment(

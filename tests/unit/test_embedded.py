@@ -9,6 +9,7 @@ import pytest
 from launcher.embedded import EmbeddedSettings, create_embedded_app, ensure_dev_key
 from shared.settings import ServiceSettings
 from tests.support.apps import asgi_client
+from tests.support.polling import eventually
 
 
 async def test_embedded_platform_serves_every_service_with_docs(
@@ -25,6 +26,77 @@ async def test_embedded_platform_serves_every_service_with_docs(
         assert created.status_code == 201
         fetched = await client.get(created.headers["location"], headers=auth("al", "requester"))
         assert fetched.json()["title"] == "Wi-Fi down"
+
+
+async def test_embedded_sla_processor_times_a_new_incident_and_the_sla_api_serves_it(
+    settings: ServiceSettings, auth
+) -> None:
+    """One process: the incidents API's outbox, the in-memory bus, the SLA processor's handlers
+    on an asyncio tick, and the SLA read API's materialisation."""
+    async with asgi_client(create_embedded_app(settings)) as client:
+        created = await client.post(
+            "/api/v1/incidents",
+            json={"title": "VPN down", "impact": 1, "urgency": 1},
+            headers=auth("al", "requester"),
+        )
+        assert created.status_code == 201, created.text
+        ticket = created.json()["id"]
+
+        async def timers() -> list[str]:
+            answer = await client.get(f"/api/v1/sla/tickets/{ticket}", headers=auth("an", "agent"))
+            return sorted(t["metric"] for t in answer.json().get("timers", []))
+
+        metrics = await eventually(timers, until=lambda m: len(m) == 2, what="both SLA timers")
+        assert metrics == ["first_response", "resolution"]
+
+
+async def test_embedded_policy_change_reaches_the_processor_and_kpis_reach_the_kpi_api(
+    settings: ServiceSettings, auth
+) -> None:
+    """A calendar and a P2 policy created through the SLA API go out through its outbox to the
+    in-memory policies topic; the embedded processor measures the next P2 incident with them,
+    and its KPI snapshots are materialised for the KPI API."""
+    admin, agent = auth("ada", "admin"), auth("an", "agent")
+    async with asgi_client(create_embedded_app(settings)) as client:
+        calendar = {"id": "always", "name": "Always", "time_zone": "UTC",
+                    "hours": {d: ["00:00-24:00"] for d in
+                              ("mon", "tue", "wed", "thu", "fri", "sat", "sun")}}  # fmt: skip
+        answer = await client.post("/api/v1/sla/calendars", json=calendar, headers=admin)
+        assert answer.status_code == 201, answer.text
+        policy = {"id": "p2-fast", "name": "Fast P2", "ticket_type": "incident", "priority": "P2",
+                  "first_response_seconds": 123, "resolution_seconds": 4567,
+                  "calendar_id": "always"}  # fmt: skip
+        answer = await client.post("/api/v1/sla/policies", json=policy, headers=admin)
+        assert answer.status_code == 201, answer.text
+
+        async def targets() -> dict[str, int]:
+            created = await client.post(
+                "/api/v1/incidents",
+                json={"title": "Printer on fire", "impact": 2, "urgency": 1},
+                headers=auth("al", "requester"),
+            )
+            ticket = created.json()["id"]
+            assert created.json()["priority"] == "P2"
+
+            async def timers() -> list[dict]:
+                found = await client.get(f"/api/v1/sla/tickets/{ticket}", headers=agent)
+                return found.json().get("timers", [])
+
+            found = await eventually(timers, until=lambda t: len(t) == 2, what="timers")
+            return {t["metric"]: t["target_seconds"] for t in found}
+
+        # The policy reaches the processor asynchronously (outbox, bus): a new incident until then.
+        measured = await eventually(
+            targets, until=lambda t: t.get("resolution") == 4567, what="the managed policy"
+        )
+        assert measured == {"first_response": 123, "resolution": 4567}
+
+        async def opened() -> int:
+            kpis = await client.get("/api/v1/kpis", params={"granularity": "day"}, headers=agent)
+            assert kpis.status_code == 200, kpis.text
+            return int(kpis.json()["total"]["opened"])
+
+        assert await eventually(opened, until=lambda n: n >= 1, what="KPI opened") >= 1
 
 
 def test_the_dev_key_is_created_once_with_owner_only_access(tmp_path: Path) -> None:

@@ -1,8 +1,9 @@
 """The SLA stream processor: the pure engine (`services.sla.domain`) run by Faust.
 
 `create_app(settings)` builds the app; `python -m services.sla.processor.worker` runs a worker.
-Policy management (CRUD, versions on a compacted topic), materialisation to MongoDB, the read
-API and streaming KPIs are not here yet.
+Besides the SLA facts it keeps the streaming KPIs (`kpis.py`) and reads managed policies from
+the compacted policies topic (`policies.py`). The read API, which materialises the facts and
+KPI snapshots into MongoDB, is a separate process: `services.sla.main`.
 """
 
 from services.sla.processor.app import SlaComponents, create_app

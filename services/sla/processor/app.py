@@ -28,6 +28,8 @@ from services.sla.domain import PolicyCatalog
 from services.sla.processor.catalog import default_catalog
 from services.sla.processor.codec import StateFormatError, stored
 from services.sla.processor.handling import Clock, Handled, SlaProcessor
+from services.sla.processor.kpis import KpiPublisher, KpiRecorder, is_kpi_key
+from services.sla.processor.policies import PolicyFeed
 from services.sla.processor.publishing import FaustSink, RecordSink, normalise_headers
 from services.sla.processor.settings import SlaSettings
 from services.sla.processor.topics import SlaApp, due_topic, due_topic_name, platform_topic
@@ -52,6 +54,9 @@ class SlaComponents:
     incident_agent: Any
     due_agent: Any
     topics: dict[str, Any]
+    change_agent: Any = None  # streaming KPIs: change events in, snapshots out (kpis.py)
+    kpis: KpiRecorder | None = None
+    kpi_publisher: KpiPublisher | None = None
 
     def owned_partitions(self, tps: Iterable[Any]) -> set[int]:
         """The partitions of the table among `tps` (the consumed, co-partitioned topics)."""
@@ -62,6 +67,8 @@ class SlaComponents:
         """Rebuild the wake-up index from the table for the tickets of `partitions`."""
         entries = []
         for ticket_id, value in self.table.items():
+            if is_kpi_key(ticket_id):
+                continue
             try:
                 info = stored(value)
             except StateFormatError as exc:
@@ -112,17 +119,23 @@ def create_app(
     sla_topic = platform_topic(app, Topic.SLA, partitions)
     dead_letter = platform_topic(app, Topic.DEAD_LETTER, partitions)
     due = due_topic(app, settings.app_id, partitions)
+    changes = platform_topic(app, Topic.CHANGES, partitions)
+    kpi_topic = platform_topic(app, Topic.SLA_KPIS, partitions)
     # value_type stays None (JSON, plain dicts): Faust calls `value_type.from_data` when it
     # reads the changelog back, which a plain `dict` does not have -- recovery would fail.
     table = app.Table(TABLE, key_type=str, partitions=partitions)
-    app.declared_topics = [incidents, sla_topic, dead_letter, due, table.changelog_topic]
+    app.declared_topics = [
+        incidents, sla_topic, dead_letter, due, changes, kpi_topic, table.changelog_topic
+    ]  # fmt: skip
     app.copartitioned = [
         str(Topic.INCIDENTS),
+        str(Topic.CHANGES),  # the change agent writes KPI partials to the table
         due_topic_name(settings.app_id),
         table.changelog_topic.get_topic_name(),
     ]
 
-    topics = {t.get_topic_name(): t for t in (incidents, sla_topic, dead_letter, due)}
+    topics = {t.get_topic_name(): t for t in (incidents, sla_topic, dead_letter, due, kpi_topic)}
+    kpis = KpiRecorder(table, grace=timedelta(seconds=settings.kpi_grace))
     index = WakeupIndex()
     processor = SlaProcessor(
         table=table,
@@ -135,7 +148,12 @@ def create_app(
         dead_letter_topic=str(Topic.DEAD_LETTER),
         clock=clock or _utcnow,
         tick_retry=timedelta(seconds=settings.tick_retry),
+        kpis=kpis,
     )
+    kpi_publisher = KpiPublisher(
+        kpis, processor.sink, kpi_topic=str(Topic.SLA_KPIS), due_topic=processor.due_topic,
+        retention=timedelta(seconds=settings.kpi_retention), clock=processor.clock,
+    )  # fmt: skip
 
     @app.agent(incidents, name="sla-incidents")
     async def incident_events(stream: Any) -> AsyncIterator[Handled]:
@@ -152,6 +170,21 @@ def create_app(
             position = SourcePosition(message.topic, message.partition, message.offset)
             yield await processor.on_due_record(event.value, position)
 
+    @app.agent(changes, name="sla-changes")
+    async def change_events(stream: Any) -> AsyncIterator[Handled]:
+        async for event in stream.events():
+            message = event.message
+            record = KafkaRecord(event.key, event.value, normalise_headers(message.headers))
+            position = SourcePosition(message.topic, message.partition, message.offset)
+            yield await processor.on_change_record(record, position)
+
+    @app.timer(interval=settings.kpi_publish_interval, name="sla-kpis")  # type: ignore[untyped-decorator]
+    async def publish_kpis() -> None:
+        try:
+            await kpi_publisher.publish()
+        except Exception:  # what was not sent stays marked: it goes out on the next run
+            log.exception("sla.kpis.publish_failed")
+
     @app.timer(interval=settings.tick_interval, name="sla-wakeups")  # type: ignore[untyped-decorator]
     async def wakeups() -> None:
         try:
@@ -160,9 +193,12 @@ def create_app(
             log.exception("sla.wakeups.send_failed")
 
     components = SlaComponents(
-        settings, processor, index, table, incident_events, due_records, topics
-    )
+        settings, processor, index, table, incident_events, due_records, topics,
+        change_agent=change_events, kpis=kpis, kpi_publisher=kpi_publisher,
+    )  # fmt: skip
     app.sla = components
+    # Managed policies: read from the compacted policies topic before any incident event.
+    app.add_dependency(PolicyFeed(settings, processor))
 
     # Mode signals call receivers as (sender, *args, signal=…); args[0] is the set of TPs.
     async def forget_revoked(sender: Any, *args: Any, **kwargs: Any) -> None:
@@ -170,11 +206,16 @@ def create_app(
 
     async def keep_assigned(sender: Any, *args: Any, **kwargs: Any) -> None:
         index.retain(components.owned_partitions(args[0]))
+        kpis.index.retain(components.owned_partitions(args[0]))
 
     async def rearm_after_recovery() -> None:
         owned = components.owned_partitions(app.consumer.assignment())
         count = components.rearm(owned)
         log.info("sla.wakeups.rearmed", partitions=sorted(owned), tickets=count)
+        # Re-publish the partials of the owned partitions: a snapshot lost between a table
+        # write and its publication goes out now.
+        partials = kpis.rebuild(table.items(), owned)
+        log.info("sla.kpis.republishing", partitions=sorted(owned), partials=partials)
 
     app.on_partitions_revoked.connect(cast(Any, forget_revoked))
     app.on_partitions_assigned.connect(cast(Any, keep_assigned))

@@ -56,6 +56,12 @@ class SlaSettings(ServiceSettings):
     # Per-priority replacements for the default catalog's targets, e.g.
     # ITSM_SLA_TARGETS='{"P1": {"first_response": 120}}'.
     targets: dict[Priority, TargetOverride] = Field(default_factory=dict)
+    # Streaming KPIs (docs/sla.md): how late an event may come (event time) and still count,
+    # how often changed KPI partials are published, and how long (event time) a final partial
+    # stays in the table after its final snapshot.
+    kpi_grace: float = Field(600.0, ge=0)
+    kpi_publish_interval: float = Field(1.0, gt=0, le=60)
+    kpi_retention: float = Field(86400.0, ge=0)
 
     def broker_urls(self) -> list[str]:
         return [f"kafka://{host.strip()}" for host in self.kafka_bootstrap.split(",") if host]

@@ -1,0 +1,130 @@
+"""Server-sent event streams of SLA facts and KPI updates, as they reach this replica.
+
+A stream starts with a `: connected` comment and a reconnection delay, then sends one event per
+fact (`event:` its CloudEvents type, `id:` its event id, `data:` the event as JSON), and a
+`: heartbeat` comment when nothing was sent for the heartbeat interval. There is no replay:
+`Last-Event-ID` is ignored, so a reconnecting client gets the events from its reconnection on
+and reads the current state from the query endpoints. A client too slow to keep up is sent a
+`dropped` event and the stream ends.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from fastapi.sse import EventSourceResponse, ServerSentEvent
+
+from services.sla.api.deps import FactHub, Heartbeat, KpiHub, Reader
+from services.sla.api.live import LiveHub, Wants
+from services.sla.domain.kpi_partials import Granularity
+from shared.contracts.envelope import Envelope
+from shared.contracts.incidents import Priority
+from shared.contracts.sla import METRIC_PATTERN
+from shared.http.problems import problem_responses
+
+router = APIRouter(tags=["streams"])
+
+RECONNECT_MS = 3_000
+
+
+def event_payload(envelope: Envelope) -> dict[str, Any]:
+    return {
+        "id": envelope.id,
+        "type": envelope.type,
+        "subject": envelope.subject,
+        "sequence": envelope.sequence,
+        "time": envelope.time.isoformat(),
+        "data": envelope.data,
+    }
+
+
+async def server_sent_events(
+    hub: LiveHub, wants: Wants, heartbeat: float
+) -> AsyncIterator[ServerSentEvent]:
+    client = hub.connect(wants)
+    try:
+        yield ServerSentEvent(comment="connected", retry=RECONNECT_MS)
+        while True:
+            envelope = await client.next(heartbeat)
+            if client.dropped:
+                yield ServerSentEvent(
+                    event="dropped", data={"reason": "the client read too slowly; reconnect"}
+                )
+                return
+            if envelope is None:
+                yield ServerSentEvent(comment="heartbeat")
+                continue
+            yield ServerSentEvent(event=envelope.type, id=envelope.id, data=event_payload(envelope))
+    finally:
+        hub.disconnect(client)
+
+
+def sla_fact_filter(ticket: str | None, priority: str | None, metric: str | None) -> Wants:
+    def wants(envelope: Envelope) -> bool:
+        data = envelope.data
+        return (
+            (ticket is None or envelope.subject == ticket)
+            and (priority is None or data.get("priority") == priority)
+            and (metric is None or data.get("metric") == metric)
+        )
+
+    return wants
+
+
+@router.get(
+    "/api/v1/sla/stream",
+    response_class=EventSourceResponse,
+    responses=problem_responses(401, 403, 422),
+    summary="SLA facts as they happen (server-sent events)",
+)
+async def stream_sla_facts(
+    user: Reader,
+    hub: FactHub,
+    heartbeat: Heartbeat,
+    ticket: Annotated[str | None, Query(max_length=200, description="Only this ticket")] = None,
+    priority: Priority | None = None,
+    metric: Annotated[str | None, Query(pattern=METRIC_PATTERN, max_length=200)] = None,
+) -> AsyncIterator[ServerSentEvent]:
+    wants = sla_fact_filter(ticket, priority, metric)
+    async for event in server_sent_events(hub, wants, heartbeat):
+        yield event
+
+
+def kpi_filter(
+    granularity: str | None, team: str | None, priority: str | None, service: str | None
+) -> Wants:
+    def wants(envelope: Envelope) -> bool:
+        data = envelope.data
+        return all(
+            value is None or data.get(name) == value
+            for name, value in (
+                ("granularity", granularity),
+                ("team", team),
+                ("priority", priority),
+                ("service", service),
+            )
+        )
+
+    return wants
+
+
+@router.get(
+    "/api/v1/kpis/stream",
+    response_class=EventSourceResponse,
+    responses=problem_responses(401, 403, 422),
+    summary="KPI partial updates as they happen (server-sent events)",
+)
+async def stream_kpis(
+    user: Reader,
+    hub: KpiHub,
+    heartbeat: Heartbeat,
+    granularity: Granularity | None = None,
+    team: Annotated[str | None, Query(max_length=200)] = None,
+    priority: Annotated[str | None, Query(max_length=200)] = None,
+    service: Annotated[str | None, Query(max_length=200)] = None,
+) -> AsyncIterator[ServerSentEvent]:
+    wants = kpi_filter(granularity, team, priority, service)
+    async for event in server_sent_events(hub, wants, heartbeat):
+        yield event

@@ -1,0 +1,328 @@
+"""Streaming KPIs in the processor: the table entries, applying plans, publishing snapshots.
+
+The KPI entries live in the `sla-state` table beside the ticket states, under keys that cannot
+be ticket ids (`kpi|…` partials, `kpi-clock|…` source clocks, `kpi-gauge|…` backlog gauges,
+`kpi-change|…` counted change completions). One table, on purpose: every write made while
+processing source partition p goes to changelog partition p, and a Kafka partition keeps the
+producer's order, so what survives a crash is a prefix of the writes. The incident and due
+agents store the ticket's state (with the record's `KpiPlan` as its outbox) BEFORE applying the
+plan: a surviving plan write implies a surviving state, and a surviving state whose plan writes
+were lost carries the plan, which is applied again the next time the ticket is loaded (by a
+redelivery or by any other record of the ticket). Each write is guarded by its entry's source
+offset watermark, so applying a plan twice changes nothing. Two tables would have two changelogs
+with no order between them, and a state could survive while an earlier record's KPI writes did
+not (then the per-source watermarks would skip them for good).
+
+`KpiPublisher` is the timer's side: it reads (never writes) the table and publishes a snapshot
+of every partial changed since its last run, and the final snapshot of a partial once its window
+is final; after `retention` more (in the source's event time) it asks the due agent, through a
+record on the due topic, to delete it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+from urllib.parse import quote
+
+import structlog
+
+from services.sla.domain.kpi_partials import Dims, KpiPartial, parse_partial_key
+from services.sla.domain.kpis import (
+    DEFAULT_GRACE,
+    KpiContribution,
+    KpiPlan,
+    SourceClock,
+    TicketKpiView,
+    apply_update,
+    is_final,
+    partial_key_of,
+    plan,
+)
+from shared.contracts.codec import KafkaRecord, encode
+from shared.contracts.envelope import Envelope
+from shared.contracts.sla_kpis import KpiUpdated
+
+log = structlog.get_logger(__name__)
+
+KPI_FIELD = "kpi"  # in a ticket's table value: {"view": …, "outbox": …}
+PARTIAL_PREFIX = "kpi|"
+SOURCE = "/itsm/sla"
+EVICT = "kpi-evict"  # the kind of a due-topic record that deletes final partials
+
+
+class Table(Protocol):
+    def get(self, key: Any, /) -> Any: ...
+
+    def __setitem__(self, key: str, value: Any) -> None: ...
+
+
+def is_kpi_key(key: object) -> bool:
+    return isinstance(key, str) and key.startswith(("kpi|", "kpi-"))
+
+
+def clock_key(topic: str, partition: int) -> str:
+    return f"kpi-clock|{quote(topic, safe='')}|{partition}"
+
+
+def gauge_key(topic: str, partition: int, dims: Dims) -> str:
+    parts = [topic, str(partition), dims.team, dims.priority, dims.service]
+    return "kpi-gauge|" + "|".join(quote(part, safe="") for part in parts)
+
+
+def change_key(change_id: str) -> str:
+    return f"kpi-change|{change_id}"
+
+
+# -- per-ticket part of a table value -----------------------------------------------------------
+
+
+def ticket_kpis(value: Mapping[str, Any] | None) -> tuple[TicketKpiView | None, KpiPlan | None]:
+    """The KPI view and the outbox plan stored beside a ticket's SLA state (absent in states
+    stored before the KPIs existed)."""
+    doc = (value or {}).get(KPI_FIELD) or {}
+    view = TicketKpiView.from_document(doc["view"]) if doc.get("view") else None
+    outbox = KpiPlan.from_document(doc["outbox"]) if doc.get("outbox") else None
+    return view, outbox
+
+
+def with_ticket_kpis(
+    value: dict[str, Any], view: TicketKpiView | None, outbox: KpiPlan | None
+) -> dict[str, Any]:
+    value[KPI_FIELD] = {
+        "view": None if view is None else view.to_document(),
+        "outbox": None if outbox is None else outbox.to_document(),
+    }
+    return value
+
+
+# -- the table entries --------------------------------------------------------------------------
+
+
+@dataclass
+class PartialIndex:
+    """In memory: the partials of the owned partitions, which changed since they were last
+    published, and which were published final. Rebuilt from the table after a recovery."""
+
+    live: dict[str, KpiPartial] = field(default_factory=dict)  # key -> last known (shape only)
+    dirty: set[str] = field(default_factory=set)
+    final_sent: set[str] = field(default_factory=set)
+    evicting: set[str] = field(default_factory=set)
+
+    def touch(self, partial: KpiPartial) -> None:
+        self.live[partial.key] = partial
+        self.dirty.add(partial.key)
+
+    def drop(self, key: str) -> None:
+        self.live.pop(key, None)
+        self.dirty.discard(key)
+        self.final_sent.discard(key)
+        self.evicting.discard(key)
+
+    def retain(self, partitions: Iterable[int]) -> None:
+        keep = set(partitions)
+        for key in [k for k, p in self.live.items() if p.source_partition not in keep]:
+            self.drop(key)
+
+
+class KpiRecorder:
+    """Plans and applies the KPI writes of one record, inside the agent processing it."""
+
+    def __init__(
+        self, table: Table, *, grace: timedelta = DEFAULT_GRACE, index: PartialIndex | None = None
+    ) -> None:
+        self.table = table
+        self.grace = grace
+        self.index = index or PartialIndex()
+
+    def clock(self, topic: str, partition: int) -> SourceClock:
+        value = self.table.get(clock_key(topic, partition))
+        return SourceClock() if value is None else SourceClock.from_document(value)
+
+    def _gauge(self, topic: str, partition: int) -> Callable[[Dims], int]:
+        def count(dims: Dims) -> int:
+            value = self.table.get(gauge_key(topic, partition, dims))
+            return 0 if value is None else int(value["open"])
+
+        return count
+
+    def plan(
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        items: Sequence[KpiContribution],
+        seen: datetime | None = None,
+    ) -> KpiPlan:
+        return plan(
+            topic, partition, offset, items, clock=self.clock(topic, partition),
+            gauge=self._gauge(topic, partition), grace=self.grace, seen=seen,
+        )  # fmt: skip
+
+    def already_applied(self, topic: str, partition: int, offset: int) -> bool:
+        """The source clock is written last of a plan: past it, the whole record is in."""
+        return offset <= self.clock(topic, partition).watermark
+
+    def apply(self, kpi_plan: KpiPlan) -> int:
+        """Write the plan's entries not written yet (partials, gauges, then the clock); returns
+        how many partials changed."""
+        topic, partition, offset = kpi_plan.topic, kpi_plan.partition, kpi_plan.offset
+        if self.already_applied(topic, partition, offset):
+            return 0  # the clock is written last: all of it is in (the usual outbox case)
+        changed = 0
+        for update in kpi_plan.partials:
+            key = partial_key_of(kpi_plan, update)
+            value = self.table.get(key)
+            current = None if value is None else KpiPartial.from_document(value)
+            updated = apply_update(current, update, topic, partition, offset)
+            if updated is not None:
+                self.table[key] = updated.to_document()
+                self.index.touch(updated)
+                changed += 1
+        for dims, count in kpi_plan.gauges:
+            key = gauge_key(topic, partition, dims)
+            value = self.table.get(key)
+            if value is None or offset > int(value["watermark"]):
+                self.table[key] = {"open": count, "watermark": offset}
+        key = clock_key(topic, partition)
+        clock = self.clock(topic, partition)
+        if offset > clock.watermark:
+            self.table[key] = SourceClock(kpi_plan.clock, offset).to_document()
+        return changed
+
+    def evict(self, keys: Iterable[str], table_delete: Callable[[str], None]) -> int:
+        """Delete final partials (inside the due agent): returns how many were there."""
+        deleted = 0
+        for key in keys:
+            if key.startswith(PARTIAL_PREFIX) and self.table.get(key) is not None:
+                table_delete(key)
+                deleted += 1
+            self.index.drop(key)
+        return deleted
+
+    def rebuild(self, items: Iterable[tuple[Any, Any]], partitions: set[int]) -> int:
+        """After a recovery: index the partials of `partitions` and mark them all for publishing
+        (a crash between a table write and its snapshot must not lose the snapshot)."""
+        index = self.index
+        index.live.clear()
+        index.dirty.clear()
+        index.final_sent.clear()
+        index.evicting.clear()
+        for key, value in items:
+            if not (isinstance(key, str) and key.startswith(PARTIAL_PREFIX)):
+                continue
+            try:
+                partial = KpiPartial.from_document(value)
+            except (KeyError, TypeError, ValueError) as exc:
+                log.error("sla.kpi.unreadable", key=key, error=str(exc))
+                continue
+            if partial.source_partition in partitions:
+                index.touch(partial)
+        return len(index.live)
+
+
+# -- publishing ---------------------------------------------------------------------------------
+
+
+class Sink(Protocol):
+    async def send_many(
+        self, topic: str, records: Sequence[tuple[KafkaRecord, int | None]]
+    ) -> None: ...
+
+
+def snapshot_record(partial: KpiPartial, now: datetime) -> KafkaRecord:
+    data = KpiUpdated.model_validate(partial.to_document()).model_dump(mode="json")
+    envelope = Envelope(
+        type=KpiUpdated.event_type, source=SOURCE, subject=partial.key,
+        sequence=partial.sequence, data=data, time=now,
+    )  # fmt: skip
+    return encode(envelope)
+
+
+def evict_record(keys: Sequence[str]) -> bytes:
+    return json.dumps({"kind": EVICT, "keys": list(keys)}).encode()
+
+
+class KpiPublisher:
+    """The timer's work: snapshots of changed and newly final partials, eviction requests."""
+
+    def __init__(
+        self,
+        recorder: KpiRecorder,
+        sink: Sink,
+        *,
+        kpi_topic: str,
+        due_topic: str,
+        retention: timedelta,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self.recorder = recorder
+        self.sink = sink
+        self.kpi_topic = kpi_topic
+        self.due_topic = due_topic
+        self.retention = retention
+        self.clock = clock
+
+    async def publish(self) -> int:
+        """Publish what changed; returns how many snapshots were sent."""
+        recorder, index = self.recorder, self.recorder.index
+        grace, now = recorder.grace, self.clock()
+        clocks: dict[tuple[str, int], datetime | None] = {}
+        batch: list[tuple[str, KpiPartial]] = []
+        evict: dict[int, list[str]] = {}
+        for key, shape in list(index.live.items()):
+            source = (shape.source_topic, shape.source_partition)
+            if source not in clocks:
+                clocks[source] = recorder.clock(*source).event_time
+            source_clock = clocks[source]
+            final = is_final(shape.granularity, shape.window_start, source_clock, grace)
+            if key in index.dirty or (final and key not in index.final_sent):
+                value = recorder.table.get(key)
+                if value is None:  # evicted meanwhile
+                    index.drop(key)
+                    continue
+                partial = KpiPartial.from_document(value)
+                batch.append((key, _with_final(partial, final)))
+            elif (
+                final
+                and key not in index.evicting
+                and is_final(
+                    shape.granularity, shape.window_start, source_clock, grace + self.retention
+                )
+            ):
+                evict.setdefault(shape.source_partition, []).append(key)
+        if batch:
+            records = [(snapshot_record(p, now), None) for _, p in batch]
+            await self.sink.send_many(self.kpi_topic, records)
+            for key, partial in batch:
+                index.dirty.discard(key)
+                if partial.final:
+                    index.final_sent.add(key)
+        if evict:
+            await self.sink.send_many(
+                self.due_topic,
+                [
+                    (KafkaRecord(key=b"kpi-evict", value=evict_record(keys), headers=()), p)
+                    for p, keys in evict.items()
+                ],
+            )
+            for keys in evict.values():
+                index.evicting.update(keys)
+        return len(batch)
+
+
+def _with_final(partial: KpiPartial, final: bool) -> KpiPartial:
+    return replace(partial, final=final)
+
+
+def parse_evict(doc: Mapping[str, Any]) -> list[str] | None:
+    """The keys of an eviction request, or None when the due record is not one."""
+    if doc.get("kind") != EVICT:
+        return None
+    keys = [str(key) for key in doc.get("keys", [])]
+    for key in keys:
+        parse_partial_key(key)  # raises ValueError for anything but a partial key
+    return keys

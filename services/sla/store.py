@@ -1,0 +1,176 @@
+"""The SLA read model in MongoDB (or the in-memory twin): one document per (ticket, metric) timer
+in `sla_timers`, and one per KPI partial in `sla_kpi_partials`.
+
+Both are projections of facts on the bus: each write is version-guarded by the fact's sequence
+(`apply_if_newer`), so a redelivered or late fact changes nothing and a document never goes back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from shared.store.errors import translated_errors
+from shared.store.projection import apply_if_newer
+
+TIMERS = "sla_timers"
+KPI_PARTIALS = "sla_kpi_partials"
+Document = dict[str, Any]
+
+
+def timer_key(ticket_id: str, metric: str) -> str:
+    return f"{ticket_id}:{metric}"
+
+
+@dataclass(frozen=True)
+class TimerFilter:
+    """Narrows timer queries; None means any."""
+
+    priority: str | None = None
+    metric: str | None = None
+    ticket_type: str | None = None
+
+    def query(self) -> Document:
+        return {
+            name: value
+            for name, value in (
+                ("priority", self.priority),
+                ("metric", self.metric),
+                ("ticket_type", self.ticket_type),
+            )
+            if value is not None
+        }
+
+
+class TimerStore:
+    """`sla_timers`: the latest fact of each timer, as `handlers.timer_fields` shapes it."""
+
+    def __init__(self, database: Any) -> None:
+        self.collection = database[TIMERS]
+
+    async def ensure_indexes(self) -> None:
+        await self.collection.create_index([("ticket_id", 1)])
+        await self.collection.create_index([("status", 1), ("deadline", 1)])
+        await self.collection.create_index([("breached", 1), ("deadline", -1)])
+
+    async def apply(self, key: str, sequence: int, fields: Document) -> bool:
+        """Store `fields` as the timer's state if `sequence` is newer; False if it is not."""
+        return await apply_if_newer(self.collection, key, sequence, {"$set": fields})
+
+    async def of_ticket(self, ticket_id: str) -> list[Document]:
+        return await self._list({"ticket_id": ticket_id}, sort=(("metric", 1),), limit=0)
+
+    async def running_due_by(
+        self, filters: TimerFilter, now: datetime, until: datetime, *, limit: int, offset: int
+    ) -> tuple[list[Document], int]:
+        """Running timers whose deadline is after `now` and at or before `until`, soonest first,
+        with the total count."""
+        query = {
+            **filters.query(),
+            "status": "running",
+            "deadline": {"$gt": now, "$lte": until},
+        }
+        return await self._page(query, (("deadline", 1), ("_id", 1)), limit, offset)
+
+    async def running_before_deadline(
+        self, filters: TimerFilter, now: datetime, *, limit: int
+    ) -> list[Document]:
+        """Running timers whose deadline is still ahead, soonest first, at most `limit`."""
+        query = {**filters.query(), "status": "running", "deadline": {"$gt": now}}
+        return await self._list(query, sort=(("deadline", 1), ("_id", 1)), limit=limit)
+
+    async def breached(
+        self,
+        filters: TimerFilter,
+        now: datetime,
+        *,
+        since: datetime | None,
+        until: datetime | None,
+        limit: int,
+        offset: int,
+    ) -> tuple[list[Document], int]:
+        """Timers that breached (a breach or miss was reported, or a running clock is past its
+        deadline although no fact said so yet), latest breach first. A breached timer's
+        deadline is the instant it breached, so the range applies to it."""
+        window: Document = {}
+        if since is not None:
+            window["$gte"] = since
+        if until is not None:
+            window["$lt"] = until
+        query: Document = {
+            **filters.query(),
+            "$or": [{"breached": True}, {"status": "running", "deadline": {"$lte": now}}],
+        }
+        if window:
+            query["deadline"] = window
+        return await self._page(query, (("deadline", -1), ("_id", 1)), limit, offset)
+
+    async def _page(
+        self, query: Document, sort: Sequence[tuple[str, int]], limit: int, offset: int
+    ) -> tuple[list[Document], int]:
+        async with translated_errors():
+            cursor = self.collection.find(query).sort(list(sort)).skip(offset).limit(limit)
+            documents = await cursor.to_list()
+            total = await self.collection.count_documents(query)
+        return documents, total
+
+    async def _list(
+        self, query: Document, *, sort: Sequence[tuple[str, int]], limit: int
+    ) -> list[Document]:
+        async with translated_errors():
+            cursor = self.collection.find(query).sort(list(sort))
+            if limit:
+                cursor = cursor.limit(limit)
+            documents: list[Document] = await cursor.to_list()
+        return documents
+
+
+@dataclass(frozen=True)
+class KpiFilter:
+    granularity: str
+    since: datetime | None = None
+    until: datetime | None = None
+    team: str | None = None
+    priority: str | None = None
+    service: str | None = None
+
+    def query(self) -> Document:
+        query: Document = {"granularity": self.granularity}
+        for name, value in (
+            ("team", self.team),
+            ("priority", self.priority),
+            ("service", self.service),
+        ):
+            if value is not None:
+                query[name] = value
+        window: Document = {}
+        if self.since is not None:
+            window["$gte"] = self.since
+        if self.until is not None:
+            window["$lt"] = self.until
+        if window:
+            query["window_start"] = window
+        return query
+
+
+class KpiPartialStore:
+    """`sla_kpi_partials`: the latest figures of each KPI partial (one source partition's share
+    of one window and dimension combination)."""
+
+    def __init__(self, database: Any) -> None:
+        self.collection = database[KPI_PARTIALS]
+
+    async def ensure_indexes(self) -> None:
+        await self.collection.create_index([("granularity", 1), ("window_start", 1)])
+
+    async def apply(self, key: str, sequence: int, fields: Document) -> bool:
+        return await apply_if_newer(self.collection, key, sequence, {"$set": fields})
+
+    async def matching(self, filters: KpiFilter, *, limit: int) -> list[Document]:
+        """The partials in the range, oldest window first; at most `limit` of them."""
+        async with translated_errors():
+            cursor = self.collection.find(filters.query()).sort([("window_start", 1), ("_id", 1)])
+            documents: list[Document] = await cursor.limit(limit).to_list()
+        return documents
