@@ -128,3 +128,33 @@ def _log(outcome: DeliveryResult) -> None:
         log.info("notification delivered", **fields)
     else:
         log.warning("notification not delivered", detail=outcome.detail, **fields)
+
+
+class JsonPostChannel:
+    """What the HTTP channels share: the pooled client, the timeouts and the clock; `post`
+    sends one JSON body to the target's URL and classifies the answer."""
+
+    name = "http"
+
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        timeouts: ChannelTimeouts,
+        now: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self._client = client
+        self._timeouts = timeouts
+        self._now = now
+
+    async def post(
+        self, url: str, body: bytes, headers: Mapping[str, str] | None = None
+    ) -> DeliveryResult:
+        return await post_json(
+            self._client,
+            channel=self.name,
+            url=url,
+            body=body,
+            headers=headers or {},
+            timeouts=self._timeouts,
+            now=self._now,
+        )

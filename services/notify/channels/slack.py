@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
-import httpx
-
-from services.notify.channels.base import ChannelTimeouts, DeliveryResult, Message
-from services.notify.channels.posting import post_json, utc_now
+from services.notify.channels.base import DeliveryResult, Message
+from services.notify.channels.posting import JsonPostChannel
 from services.notify.channels.webhook import encode_json
 
 # Block Kit limits (https://api.slack.com/reference/block-kit/blocks)
@@ -93,29 +89,11 @@ def slack_payload(message: Message) -> dict[str, Any]:
     }
 
 
-class SlackChannel:
+class SlackChannel(JsonPostChannel):
     name = "slack"
 
-    def __init__(
-        self,
-        client: httpx.AsyncClient,
-        timeouts: ChannelTimeouts,
-        now: Callable[[], datetime] = utc_now,
-    ) -> None:
-        self._client = client
-        self._timeouts = timeouts
-        self._now = now
-
     async def send(self, message: Message, target: SlackTarget) -> DeliveryResult:
-        return await post_json(
-            self._client,
-            channel=self.name,
-            url=target.webhook_url,
-            body=encode_json(slack_payload(message)),
-            headers={},
-            timeouts=self._timeouts,
-            now=self._now,
-        )
+        return await self.post(target.webhook_url, encode_json(slack_payload(message)))
 
 
 def _truncate(text: str, limit: int) -> str:

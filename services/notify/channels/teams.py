@@ -4,15 +4,11 @@ credential."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
-import httpx
-
-from services.notify.channels.base import ChannelTimeouts, DeliveryResult, Message
-from services.notify.channels.posting import post_json, utc_now
+from services.notify.channels.base import DeliveryResult, Message
+from services.notify.channels.posting import JsonPostChannel
 from services.notify.channels.webhook import encode_json
 
 ADAPTIVE_CARD_CONTENT_TYPE = "application/vnd.microsoft.card.adaptive"
@@ -79,26 +75,8 @@ def teams_payload(message: Message) -> dict[str, Any]:
     }
 
 
-class TeamsChannel:
+class TeamsChannel(JsonPostChannel):
     name = "teams"
 
-    def __init__(
-        self,
-        client: httpx.AsyncClient,
-        timeouts: ChannelTimeouts,
-        now: Callable[[], datetime] = utc_now,
-    ) -> None:
-        self._client = client
-        self._timeouts = timeouts
-        self._now = now
-
     async def send(self, message: Message, target: TeamsTarget) -> DeliveryResult:
-        return await post_json(
-            self._client,
-            channel=self.name,
-            url=target.webhook_url,
-            body=encode_json(teams_payload(message)),
-            headers={},
-            timeouts=self._timeouts,
-            now=self._now,
-        )
+        return await self.post(target.webhook_url, encode_json(teams_payload(message)))

@@ -16,15 +16,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-import httpx
-
-from services.notify.channels.base import ChannelTimeouts, DeliveryResult, Message
-from services.notify.channels.posting import post_json, utc_now
+from services.notify.channels.base import DeliveryResult, Message
+from services.notify.channels.posting import JsonPostChannel
 
 SIGNATURE_HEADER = "X-ITSM-Signature"
 TIMESTAMP_HEADER = "X-ITSM-Timestamp"
@@ -130,30 +128,12 @@ def encode_json(document: Mapping[str, Any]) -> bytes:
     return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
 
 
-class WebhookChannel:
+class WebhookChannel(JsonPostChannel):
     name = "webhook"
-
-    def __init__(
-        self,
-        client: httpx.AsyncClient,
-        timeouts: ChannelTimeouts,
-        now: Callable[[], datetime] = utc_now,
-    ) -> None:
-        self._client = client
-        self._timeouts = timeouts
-        self._now = now
 
     async def send(self, message: Message, target: WebhookTarget) -> DeliveryResult:
         body = encode_json(webhook_payload(message))
         # signed per attempt: a retry after minutes still arrives with a fresh timestamp
         headers = signature_headers(target.secret, body, self._now())
         headers[DELIVERY_HEADER] = message.dedup_key
-        return await post_json(
-            self._client,
-            channel=self.name,
-            url=target.url,
-            body=body,
-            headers=headers,
-            timeouts=self._timeouts,
-            now=self._now,
-        )
+        return await self.post(target.url, body, headers)
