@@ -35,7 +35,7 @@ async def test_a_created_incident_starts_both_timers_and_publishes_started_facts
     assert facts[0].data["deadline"] == (T0 + 15 * M).isoformat().replace("+00:00", "Z")
 
     value = harness.sla.table.get("INC-1")
-    state = from_table_value(value)
+    state = from_table_value(value, harness.sla.processor.targets)
     assert [(t.metric, t.status) for t in state.timers] == [
         ("first_response", "running"),
         ("resolution", "running"),
@@ -68,7 +68,7 @@ async def test_a_staff_reply_meets_the_first_response(harness: Harness) -> None:
     [met] = handled.facts
     assert (met.type, met.data["metric"], met.sequence) == ("itsm.sla.met.v1", "first_response", 3)
     assert met.data["elapsed_seconds"] == 300
-    state = from_table_value(harness.sla.table.get("INC-3"))
+    state = from_table_value(harness.sla.table.get("INC-3"), harness.sla.processor.targets)
     assert state.timer("first_response").status == "met"  # type: ignore[union-attr]
     # Only the resolution clock is left to wake up for: its 50 % warning after 2 h.
     assert harness.sla.index.get("INC-3").at == T0 + 120 * M  # type: ignore[union-attr]
@@ -134,13 +134,17 @@ async def test_the_timer_sends_due_records_that_emit_warnings_and_the_breach(
         ("itsm.sla.warning.v1", 50, 3)
     ]
 
-    harness.clock.now = T0 + 20 * M  # 75 %, 90 % and 100 % all due: only the breach is news
+    harness.clock.now = T0 + 20 * M  # 75 %, 90 % and 100 % all due: each has its own alert
     [handled] = await harness.tick()
-    [breach] = handled.facts
+    *warnings, breach = handled.facts
+    assert [(w.data["threshold"], w.sequence, w.time) for w in warnings] == [
+        (75, 4, T0 + 11.25 * M),
+        (90, 5, T0 + 13.5 * M),
+    ]
     assert (breach.type, breach.data["metric"], breach.sequence) == (
         "itsm.sla.breached.v1",
         "first_response",
-        4,
+        6,
     )
     assert breach.time == T0 + 15 * M  # stamped with the deadline, not with when it was seen
 

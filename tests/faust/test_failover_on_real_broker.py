@@ -50,13 +50,10 @@ TARGETS = {
 }
 THRESHOLDS = (50, 75, 90)  # the default policies' warnings
 TICKETS = 60
-# An alert due while nobody processed its partition (from the kill to the end of the survivor's
-# recovery) may come as a higher alert instead: when several alerts of a timer are due at once,
-# only the highest fires. So may one due within TICK_RETRY after it: a due record Faust drops in
-# a rebalance is sent again after TICK_RETRY (the processor's safety net). Any other alert is
-# expected on its own; SLACK covers the tick interval and the broker's latency.
+# Every alert that fell due is expected on its own, also those due while nobody processed its
+# partition: the engine emits each level with its own instant, however late it looks. A due
+# record Faust drops in a rebalance is sent again after TICK_RETRY (the processor's safety net).
 TICK_RETRY = timedelta(seconds=1)
-SLACK = timedelta(seconds=1)
 
 Alert = tuple[str, str, int | None]  # fact type, metric, threshold
 Outage = tuple[datetime, datetime]  # from the kill to the end of the survivor's recovery
@@ -137,12 +134,8 @@ def check_ticket(ticket: str, found: list[Fact], due: dict[Alert, datetime], gap
     assert emitted.keys() >= {("started", "first_response", None), ("started", "resolution", None)}
     outage_from, outage_to = gap
     for alert, at in due.items():
-        kind, metric, level = alert
-        if kind == "breached" or not outage_from - SLACK <= at <= outage_to + TICK_RETRY + SLACK:
-            assert alert in emitted, f"{ticket}: {alert} due at {at} was not published"
-        elif alert not in emitted:
-            higher = [a for a in emitted if a[1] == metric and a[0] != "started"]
-            assert any((a[2] or 100) > (level or 100) for a in higher), (ticket, alert, emitted)
+        during = " (during the outage)" if outage_from <= at <= outage_to else ""
+        assert alert in emitted, f"{ticket}: {alert} due at {at}{during} was not published"
     for metric in ("first_response", "resolution"):
         order = sorted((a for a in emitted if a[1] == metric), key=emitted.__getitem__)
         assert order[0][0] == "started" and order[-1][0] == "breached", (ticket, order)

@@ -288,7 +288,7 @@ def test_resolving_without_a_reply_also_answers_the_first_response() -> None:
     story = Story(utc(2026, 3, 16, 7))
     story.resolve(utc(2026, 3, 16, 7, 45))
     _, facts = run(story.events)
-    assert kinds(facts) == ["started", "started", "warning:75", "met", "met"]
+    assert kinds(facts) == ["started", "started", "warning:50", "warning:75", "met", "met"]
 
 
 def test_pending_pauses_resolution_but_not_the_first_response() -> None:
@@ -306,7 +306,9 @@ def test_late_resolution_reads_breached_then_missed_whenever_the_processor_woke(
     story = Story(monday_9am)
     story.reply(monday_9am + 2 * H)  # 1 h late
     _, facts = run(story.events)
-    assert kinds(facts, "first_response") == ["started", "breached", "missed"]
+    assert kinds(facts, "first_response") == [
+        "started", "warning:50", "warning:75", "warning:90", "breached", "missed",
+    ]  # fmt: skip
     breached, missed = facts[-2:]
     assert breached.occurred_at == monday_9am + H and breached.elapsed_seconds == 3600
     assert missed.occurred_at == monday_9am + 2 * H and missed.elapsed_seconds == 7200
@@ -315,7 +317,10 @@ def test_late_resolution_reads_breached_then_missed_whenever_the_processor_woke(
 
 @pytest.mark.parametrize(
     ("after", "outcome"),
-    [(-timedelta(seconds=1), ["started", "warning:90", "met"]), (timedelta(0), ["started", "breached", "missed"])],
+    [
+        (-timedelta(seconds=1), ["started", "warning:50", "warning:75", "warning:90", "met"]),
+        (timedelta(0), ["started", "warning:50", "warning:75", "warning:90", "breached", "missed"]),
+    ],
 )  # fmt: skip
 def test_the_deadline_instant_itself_is_too_late(after: timedelta, outcome: list[str]) -> None:
     monday_9am = utc(2026, 3, 16, 8)
@@ -331,7 +336,7 @@ def test_a_breach_announced_before_a_late_delivered_resolution_does_not_count() 
     story = Story(monday_9am)
     state, _ = run(story.events)
     state, alerts = due_alerts(state, monday_9am + H + M)
-    assert kinds(alerts) == ["breached"]
+    assert kinds(alerts) == ["warning:50", "warning:75", "warning:90", "breached"]
     state, facts = run([story.reply(monday_9am + 59 * M)], state=state)
     assert kinds(facts) == ["met"]
 
@@ -342,9 +347,12 @@ def test_an_alert_born_incident_is_measured_from_the_alert_start() -> None:
     assert [(f.metric, f.occurred_at) for f in facts[:2]] == [
         ("first_response", alert_start), ("resolution", alert_start),
     ]  # fmt: skip
-    # Due at intake already: the response breach (its warnings are moot) and 50 % of 4 h.
-    assert kinds(facts[2:]) == ["breached", "warning:50"]
-    assert facts[2].occurred_at == alert_start + 15 * M and facts[3].occurred_at == intake
+    # Due at intake already: every alert of the response, each at its own instant, and 50 % of 4 h.
+    assert kinds(facts[2:]) == ["warning:50", "warning:75", "warning:90", "breached", "warning:50"]
+    assert [f.occurred_at - alert_start for f in facts[2:6]] == [
+        timedelta(minutes=7.5), timedelta(minutes=11.25), timedelta(minutes=13.5), 15 * M,
+    ]  # fmt: skip
+    assert facts[6].occurred_at == intake
     assert view(state, "resolution", intake).elapsed == 2 * H
     assert state.timer("resolution").deadline == alert_start + 4 * H  # type: ignore[union-attr]
 
@@ -434,7 +442,9 @@ def test_a_priority_raised_after_the_new_target_is_used_up_breaches_at_once() ->
     raised_at = monday_9am + 6 * H  # 5 business hours (lunch) > P1's 4 h
     story.reprioritize("P1", raised_at)
     _, facts = run(story.events)
-    assert kinds(facts[-2:]) == ["retargeted", "breached"]
+    # Every level P1's target has already reached falls due at once, at the retarget.
+    assert kinds(facts[-5:]) == ["retargeted", "warning:50", "warning:75", "warning:90", "breached"]
+    assert {f.occurred_at for f in facts[-4:]} == {raised_at}
     assert facts[-1].occurred_at == raised_at == facts[-1].deadline
 
 
@@ -446,7 +456,9 @@ def test_a_lower_priority_does_not_undo_a_breach() -> None:
     story.reprioritize("P3", monday_9am + 6 * H)
     story.resolve(monday_9am + 7 * H)
     _, facts = run(story.events)
-    assert kinds(facts, "resolution") == ["started", "breached", "retargeted", "missed"]
+    assert kinds(facts, "resolution") == [
+        "started", "warning:50", "warning:75", "warning:90", "breached", "retargeted", "missed",
+    ]  # fmt: skip
     missed = facts[-1]
     assert missed.target_seconds == 24 * 3600 and missed.deadline == monday_9am + 4 * H
 
@@ -606,9 +618,11 @@ def test_the_state_counts_every_fact_for_the_processor_to_number_them() -> None:
     story.reply(monday_9am + 2 * H)
     state, facts = run(story.events)
     state, alerts = due_alerts(state, utc(2026, 3, 20))
-    assert kinds(facts) == ["started", "started", "breached", "missed"]
-    assert kinds(alerts) == ["breached"]  # the resolution's warnings are moot by then
-    assert state.version == len(facts) + len(alerts) == 5
+    assert kinds(facts) == [
+        "started", "started", "warning:50", "warning:75", "warning:90", "breached", "missed",
+    ]  # fmt: skip
+    assert kinds(alerts) == ["warning:50", "warning:75", "warning:90", "breached"]
+    assert state.version == len(facts) + len(alerts) == 11
 
 
 def test_an_event_from_another_ticket_is_refused() -> None:

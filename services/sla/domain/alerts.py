@@ -28,8 +28,7 @@ def due_alerts(state: SlaState, now: datetime) -> Outcome:
     for timer in state.timers:
         if timer.status == "running":
             timer, due = take_due(timer, now)
-            if due is not None:
-                level, when = due
+            for level, when in due:
                 if level == BREACH:
                     alerts.append(fact(SlaBreached, state.ticket, timer, when))
                 else:

@@ -97,20 +97,22 @@ def retarget(timer: Timer, target: Target, at: datetime) -> Timer:
     return _arm(replace(_settle(timer, at), target=target))
 
 
-def take_due(timer: Timer, now: datetime) -> tuple[Timer, tuple[int, datetime] | None]:
-    """The highest alert level due by `now` and when it fell due; lower levels due with it are
-    marked passed without an alert of their own, as a warning after the breach (or a 75 % after
-    a 90 %) is no news, whenever the processor got round to it."""
-    due = [(level, when) for level, when in timer.schedule if when <= now]
+def take_due(timer: Timer, now: datetime) -> tuple[Timer, list[tuple[int, datetime]]]:
+    """Every alert level due by `now`, each with the instant it fell due, lowest first; they
+    are marked passed. Every level has its own alert, however late the processor looks: what
+    is emitted for a state must not depend on when it was looked at, or a worker that takes
+    over after a crash could number a different alert like one already published (levels
+    due by a later instant only extend those due by an earlier one)."""
+    due = sorted((level, when) for level, when in timer.schedule if when <= now)
     if not due:
-        return timer, None
-    level, when = max(due)
-    passed = timer.passed | {lv for lv in timer.target.levels if lv <= level}
+        return timer, []
+    highest = due[-1][0]
+    passed = timer.passed | {lv for lv in timer.target.levels if lv <= highest}
     schedule = tuple((lv, w) for lv, w in timer.schedule if lv not in passed)
     updated = replace(timer, passed=passed, schedule=schedule)
-    if level == BREACH:
-        updated = replace(updated, breached_at=when, deadline=when)
-    return updated, (level, when)
+    if highest == BREACH:
+        updated = replace(updated, breached_at=due[-1][1], deadline=due[-1][1])
+    return updated, due
 
 
 def next_due(timer: Timer) -> datetime | None:
