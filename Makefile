@@ -73,7 +73,9 @@ bench: setup
 	set -a; eval "$$($(STACK) env)"; set +a; \
 	$(PY) -m bench.outbox_throughput --events 1000 --writers 16 --batch-size 500 && \
 	$(PY) -m bench.incident_api --seconds 4 --concurrency 16 --rate 100 && \
-	$(PY) -m bench.change_conflicts --changes 10000 --checks 20
+	$(PY) -m bench.notify_delivery --tickets 300 --rate 2 --seconds 30 && \
+	$(PY) -m bench.change_conflicts --changes 10000 --checks 20 && \
+	$(PY) -m bench.sla_throughput --events 20000 && $(PY) -m bench.sla_recovery --timers 20000
 
 schemas: setup
 	$(PY) -m shared.contracts.docs docs/events
