@@ -192,9 +192,15 @@ async def run_bench(args: argparse.Namespace) -> int:
         phases.stop("deadline window")
         facts = await tail.facts()
         phases.start("poller finishing")
-        await helper_result(poller, (poll_until - datetime.now(UTC)).total_seconds() + 600)
+        try:
+            await helper_result(poller, (poll_until - datetime.now(UTC)).total_seconds() + 600)
+            polled = json.loads(out.read_text())
+        except RuntimeError as exc:
+            # FerretDB's update_many of 110,000 documents can outlast the bound: the worker's
+            # figures are still a result, the measured poller's are reported as missing.
+            print(f"the measured poller did not finish; its lags are missing: {exc}", flush=True)
+            polled = {"found": [], "polls": [], "failed": True}
         phases.stop("poller finishing")
-        polled = json.loads(out.read_text())
         offsets = await full_result_offsets(mongo, database)
     finally:
         if poller is not None and poller.poll() is None:
@@ -258,6 +264,8 @@ async def run_bench(args: argparse.Namespace) -> int:
     )
     results.note("worker cold start (spawn -> answers a probe)", f"{cold_s:.1f} s")
     polls = polled["polls"]
+    if polled.get("failed"):
+        results.note(f"{interval} poller", "did not finish (killed): its lags are missing")
     results.note(
         f"{interval} poller: query + fetch s (new + already found) per poll",
         ", ".join(f"{p['query_s']:.2f} ({p['found']}+{p['again']})" for p in polls),

@@ -18,7 +18,9 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from rocksdict import AccessType, Options, Rdict
 
 from services.sla.processor.app import TABLE
+from services.sla.processor.catalog import default_catalog
 from services.sla.processor.codec import from_table_value
+from services.sla.processor.targets import TargetRefs
 from shared.contracts.topics import Topic
 from tests.support.kafka import ensure_platform_topics, tail
 from tests.support.sla_workers import (
@@ -41,7 +43,7 @@ def bootstrap() -> str:
     return os.environ.get("ITSM_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
 
 
-def read_on_disk(data_dir: Path, partition: int, key: str) -> dict[str, Any] | None:
+def read_on_disk(data_dir: Path, partition: int, key: str) -> Any:
     """The table value of `key` in the RocksDB database of `partition`, read straight from disk
     (Faust keeps one database per table partition: `<data dir>/v1/tables/sla-state-<p>.db`)."""
     [path] = data_dir.glob(f"v*/tables/{TABLE}-{partition}.db")
@@ -108,7 +110,8 @@ async def test_rocksdb_keeps_the_table_on_disk_across_a_restart(
 
         on_disk = read_on_disk(data_dir, partition, ticket)
         assert on_disk is not None, "the ticket's state is not in the RocksDB database"
-        assert from_table_value(on_disk).applied_sequence == 1
+        # The worker ran on the default catalog: its timers' targets are references into it.
+        assert from_table_value(on_disk, TargetRefs(default_catalog())).applied_sequence == 1
         assert await empty_the_changelog(bootstrap, app_id) > 0
 
         await worker.start()

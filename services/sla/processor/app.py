@@ -4,11 +4,14 @@ wake-up timer around `SlaProcessor`. Nothing happens at import time.
 - `sla-incidents` consumes the incident events (raw bytes and headers, CloudEvents), drives the
   engine per ticket, publishes the SLA facts and stores the state in the `sla-state` table
   (changelog-backed, keyed by ticket id, co-partitioned with the incident events).
-- `sla-wakeups` (a timer on every worker, every `tick_interval` seconds) sends a due record for
-  each owned ticket whose next wake-up has come to `<app_id>-sla-due`, a topic with the same
-  partition count, to the partition of the ticket's state. Timers cannot write tables (writes
-  need the partition of the event being processed), so:
-- `sla-due` consumes the due records and applies the alerts that fell due, in the table.
+- `sla-wakeups` (a timer on every worker, every `tick_interval` seconds) sends, for the owned
+  tickets whose next wake-up has come, one due record per partition listing them to
+  `<app_id>-sla-due`, a topic with the same partition count, to the partition of their states --
+  at most `due_batch` tickets unanswered at a time, queued on the producer without waiting for
+  the acknowledgements (checked on the next tick). Timers cannot write tables (writes need the
+  partition of the event being processed), so:
+- `sla-due` consumes the due records and applies the alerts that fell due, in the table: the
+  facts of all the record's tickets are acknowledged together, then their states stored.
 - On every assignment the wake-up index keeps only owned partitions; once the table has
   recovered, it is rebuilt from the table, so the new owner of a partition re-arms its tickets.
 """
@@ -149,6 +152,7 @@ def create_app(
         clock=clock or _utcnow,
         tick_retry=timedelta(seconds=settings.tick_retry),
         kpis=kpis,
+        due_batch=settings.due_batch,
     )
     kpi_publisher = KpiPublisher(
         kpis, processor.sink, kpi_topic=str(Topic.SLA_KPIS), due_topic=processor.due_topic,
@@ -188,7 +192,7 @@ def create_app(
     @app.timer(interval=settings.tick_interval, name="sla-wakeups")  # type: ignore[untyped-decorator]
     async def wakeups() -> None:
         try:
-            await processor.send_due()
+            await processor.send_due()  # queues at most due_batch tickets; never awaits acks
         except Exception:  # the entries moved by tick_retry: they come round again
             log.exception("sla.wakeups.send_failed")
 

@@ -1,17 +1,26 @@
-"""SlaState <-> JSON-able dicts, for the changelog-backed table, and the due records.
+"""SlaState <-> table values, for the changelog-backed table, and the due records.
 
-The engine's dataclasses are frozen and carry everything a timer is measured against (the
-policy reference, the target, the calendar), so a stored state is self-contained: it does not
-depend on the catalog the reading worker happens to have. The encoding is exact: instants are
-UTC ISO-8601 with microseconds, durations integer microseconds, sets sorted lists.
+Format 2 (written since issue 4) is one compact string per ticket, because every Python dict,
+list and string of a decoded JSON document costs tens of bytes in a worker holding 100,000+
+tickets:
 
-A table value is `{"v": 1, "partition": p, "wakeup": iso | None, "state": {...}}`: the partition
-and the next wake-up sit beside the state so that re-arming after a rebalance reads them without
-decoding every state.
+    "2;<partition>;<next wake-up, epoch µs, or empty>;<state JSON>\\n<KPI JSON or null>"
+
+The partition and the next wake-up lead, so re-arming after a rebalance reads them without
+decoding the state. The state is positional JSON arrays (`state_to_row`): instants are integer
+epoch microseconds (UTC), durations integer microseconds, sets sorted lists -- still exact. A
+timer's target is stored as a reference into the policy catalog (`targets.TargetRefs`: policy id
+and version, which of its targets, the duration, the calendar id and version), not as a copy of
+the policy and its calendar; the reading worker rehydrates it from its catalog, which keeps every
+version. A target the catalog cannot reproduce exactly is stored whole, as before.
+
+Format 1 (`{"v": 1, "partition": p, "wakeup": iso, "state": {...}, "kpi": {...}}`, ISO strings,
+whole targets) still loads: a ticket moves to format 2 the next time its state is stored.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -26,10 +35,12 @@ from services.sla.domain import (
     Timer,
     next_wakeup,
 )
+from services.sla.processor.targets import TargetRefs, UnknownTarget
 from shared.contracts.incidents import PendingReason, Priority, Status, TicketType
 from shared.contracts.sla import TimerStatus
 
-FORMAT = 1
+FORMAT = 2  # the compact string form
+LEGACY_FORMAT = 1  # the dict form of the first release, still read
 Doc = dict[str, Any]
 
 
@@ -191,6 +202,106 @@ def state_from_doc(doc: Mapping[str, Any]) -> SlaState:
         raise StateFormatError(f"unreadable SLA state: {exc!r}") from exc
 
 
+# -- format 2: positional rows, epoch microseconds, target references ----------------------------
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICRO = timedelta(microseconds=1)
+
+
+def _us(value: datetime) -> int:
+    if value.tzinfo is None:
+        raise ValueError(f"instants must be timezone-aware, got {value!r}")
+    return (value - EPOCH) // _MICRO
+
+
+def _opt_us(value: datetime | None) -> int | None:
+    return None if value is None else _us(value)
+
+
+def _at(micros: int) -> datetime:
+    return EPOCH + _MICRO * micros
+
+
+def _opt_at(micros: int | None) -> datetime | None:
+    return None if micros is None else _at(micros)
+
+
+def _target_out(target: Target, refs: TargetRefs | None) -> Any:
+    ref = refs.ref(target) if refs is not None else None
+    return ref if ref is not None else target_to_doc(target)  # a list, or the whole dict
+
+
+def _target_in(stored: Any, refs: TargetRefs | None) -> Target:
+    if isinstance(stored, Mapping):
+        return target_from_doc(stored)
+    if refs is None:
+        raise StateFormatError("a stored target reference needs the policy catalog to load")
+    try:
+        return refs.target(stored)
+    except UnknownTarget as exc:
+        raise StateFormatError(f"cannot rehydrate a timer's target: {exc}") from exc
+
+
+def state_to_row(state: SlaState, refs: TargetRefs | None = None) -> list[Any]:
+    ticket = state.ticket
+    return [
+        state.ticket_id,
+        None
+        if ticket is None
+        else [
+            ticket.id, ticket.ticket_type, ticket.priority, ticket.status,
+            _us(ticket.opened_at), ticket.service, ticket.group, ticket.pending_reason,
+            int(ticket.responded),
+        ],
+        [
+            [
+                t.metric, _target_out(t.target, refs), t.status, _us(t.started_at),
+                _us(t.since), t.elapsed // _MICRO, _opt_us(t.deadline), _opt_us(t.breached_at),
+                sorted(t.passed), [[level, _us(when)] for level, when in t.schedule],
+            ]
+            for t in state.timers
+        ],
+        _opt_us(state.clock),
+        state.applied_sequence,
+        state.version,
+    ]  # fmt: skip
+
+
+def state_from_row(row: Any, refs: TargetRefs | None = None) -> SlaState:
+    try:
+        ticket_id, ticket, timers, clock, applied_sequence, version = row
+        return SlaState(
+            ticket_id=ticket_id,
+            ticket=None if ticket is None else _ticket_from_row(ticket),
+            timers=tuple(_timer_from_row(timer, refs) for timer in timers),
+            clock=_opt_at(clock),
+            applied_sequence=int(applied_sequence),
+            version=int(version),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        if isinstance(exc, StateFormatError):
+            raise
+        raise StateFormatError(f"unreadable SLA state: {exc!r}") from exc
+
+
+def _ticket_from_row(row: Any) -> Ticket:
+    id_, ticket_type, priority, status, opened, service, group, reason, responded = row
+    return Ticket(
+        id=id_, ticket_type=ticket_type, priority=priority, status=status, opened_at=_at(opened),
+        service=service, group=group, pending_reason=reason, responded=bool(responded),
+    )  # fmt: skip
+
+
+def _timer_from_row(row: Any, refs: TargetRefs | None) -> Timer:
+    metric, target, status, started, since, elapsed, deadline, breached, passed, schedule = row
+    return Timer(
+        metric=metric, target=_target_in(target, refs), status=status, started_at=_at(started),
+        since=_at(since), elapsed=_MICRO * elapsed, deadline=_opt_at(deadline),
+        breached_at=_opt_at(breached), passed=frozenset(int(level) for level in passed),
+        schedule=tuple((int(level), _at(when)) for level, when in schedule),
+    )  # fmt: skip
+
+
 # -- table values -------------------------------------------------------------------------------
 
 
@@ -202,28 +313,74 @@ class Stored:
     wakeup: datetime | None
 
 
-def to_table_value(state: SlaState, partition: int) -> Doc:
+_COMPACT = {"separators": (",", ":"), "ensure_ascii": False}
+
+
+def to_table_value(
+    state: SlaState,
+    partition: int,
+    refs: TargetRefs | None = None,
+    kpi: Mapping[str, Any] | None = None,
+) -> str:
+    """The table value (format 2) of `state`, stored in `partition`, with the ticket's KPI
+    document (`kpis.py`) beside it."""
     wakeup = next_wakeup(state)
-    return {
-        "v": FORMAT,
-        "partition": partition,
-        "wakeup": _opt_instant(wakeup),
-        "state": state_to_doc(state),
-    }
+    header = f"{FORMAT};{partition};{'' if wakeup is None else _us(wakeup)};"
+    body = json.dumps(state_to_row(state, refs), **_COMPACT)  # type: ignore[arg-type]
+    return f"{header}{body}\n{json.dumps(kpi, **_COMPACT)}"  # type: ignore[arg-type]
 
 
-def stored(value: Mapping[str, Any]) -> Stored:
+def _parts(value: str) -> tuple[int, int | None, str, str]:
+    try:
+        version, partition, wakeup, rest = value.split(";", 3)
+        if int(version) != FORMAT:
+            raise StateFormatError(f"unsupported SLA table value format {version!r}")
+        state, _, kpi = rest.partition("\n")
+        return int(partition), int(wakeup) if wakeup else None, state, kpi
+    except ValueError as exc:
+        if isinstance(exc, StateFormatError):
+            raise
+        raise StateFormatError(f"unreadable SLA table value: {exc!r}") from exc
+
+
+def stored(value: Any) -> Stored:
+    if isinstance(value, str):
+        partition, wakeup, _, _ = _parts(value)
+        return Stored(partition=partition, wakeup=_opt_at(wakeup))
     _check_format(value)
     return Stored(partition=int(value["partition"]), wakeup=_opt_parse(value["wakeup"]))
 
 
-def from_table_value(value: Mapping[str, Any]) -> SlaState:
+def from_table_value(value: Any, refs: TargetRefs | None = None) -> SlaState:
+    """The state in a table value of either format; `refs` resolves target references."""
+    if isinstance(value, str):
+        _, _, state, _ = _parts(value)
+        try:
+            row = json.loads(state)
+        except ValueError as exc:
+            raise StateFormatError(f"unreadable SLA state: {exc!r}") from exc
+        return state_from_row(row, refs)
     _check_format(value)
     return state_from_doc(value["state"])
 
 
-def _check_format(value: Mapping[str, Any]) -> None:
-    if not isinstance(value, Mapping) or value.get("v") != FORMAT:
+def kpi_document(value: Any) -> Mapping[str, Any] | None:
+    """The KPI document stored beside a ticket's state (None before the KPIs existed)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        kpi = _parts(value)[3]
+        try:
+            doc = json.loads(kpi) if kpi else None
+        except ValueError as exc:
+            raise StateFormatError(f"unreadable KPI document: {exc!r}") from exc
+        return doc if isinstance(doc, Mapping) else None
+    doc = value.get("kpi") if isinstance(value, Mapping) else None
+    return doc if isinstance(doc, Mapping) else None
+
+
+def _check_format(value: Any) -> None:
+    if not isinstance(value, Mapping) or value.get("v") != LEGACY_FORMAT:
         version = value.get("v") if isinstance(value, Mapping) else type(value).__name__
         raise StateFormatError(f"unsupported SLA table value format {version!r}")
 
@@ -233,19 +390,28 @@ def _check_format(value: Mapping[str, Any]) -> None:
 
 @dataclass(frozen=True)
 class Due:
-    """A request to look at a ticket as of `now`, sent by a worker's wake-up timer to the
-    partition of the ticket's state and applied by the due agent. `now` travels in the record,
-    so a redelivered record yields the same alerts with the same sequence numbers."""
+    """A request to look at tickets as of `now`, sent by a worker's wake-up timer to the
+    partition of their states (one record per partition and tick) and applied by the due agent.
+    `now` travels in the record, so a redelivered record yields the same alerts with the same
+    sequence numbers. The first release sent one record per ticket (`{"ticket_id": …}`); those
+    still load."""
 
-    ticket_id: str
+    ticket_ids: tuple[str, ...]
     now: datetime
 
     def to_doc(self) -> Doc:
-        return {"ticket_id": self.ticket_id, "now": instant(self.now)}
+        return {"tickets": list(self.ticket_ids), "now": instant(self.now)}
 
     @classmethod
     def from_doc(cls, doc: Mapping[str, Any]) -> Due:
         try:
-            return cls(ticket_id=str(doc["ticket_id"]), now=parse_instant(doc["now"]))
+            if "tickets" in doc:
+                tickets = doc["tickets"]
+                if not isinstance(tickets, list) or not tickets:
+                    raise ValueError("tickets must be a non-empty list")
+                ids = tuple(str(ticket_id) for ticket_id in tickets)
+            else:
+                ids = (str(doc["ticket_id"]),)
+            return cls(ticket_ids=ids, now=parse_instant(doc["now"]))
         except (KeyError, TypeError, ValueError) as exc:
             raise StateFormatError(f"unreadable due record: {exc!r}") from exc

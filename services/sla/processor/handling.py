@@ -5,12 +5,26 @@ Order matters for at-least-once: the facts are published (and acknowledged) befo
 stored. A crash in between re-processes the record from the old state, which yields the same
 facts with the same sequence numbers, and consumers drop the repeats. The other order could
 store a state whose facts were never sent, and the redelivered record would then be skipped.
+
+Why the acknowledgement is still awaited per record (checked in faust-streaming 0.15.3, issue
+4): Faust does flush the producer before it commits offsets (`Consumer._commit_offsets` awaits
+`app.producer.flush()` before `_commit`), so every record at or below a committed offset has its
+facts delivered -- but that covers only what lies below the commit. The table's changelog writes
+(`send_soon`) and, with RocksDB, the local database are not tied to the commit: after a crash
+the stored state can be ahead of the committed offset. A record re-read from the last commit
+would then find its own sequence already applied and be skipped, and facts sent without waiting
+that never reached the broker (a failed batch does not stop aiokafka's flush either) would be
+lost for good. Keeping "nothing is lost" without the wait would need the state write to follow
+the acknowledgement some other way (e.g. the facts kept in the state until a later write).
+Awaiting costs one round trip per incident event; the due agent pays it once per due record
+(all its tickets' facts together), which is where bursts come from.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -46,10 +60,11 @@ from services.sla.processor.kpis import (
     KpiRecorder,
     change_key,
     parse_evict,
+    ticket_kpi_document,
     ticket_kpis,
-    with_ticket_kpis,
 )
 from services.sla.processor.publishing import RecordSink, fact_envelopes, fact_records
+from services.sla.processor.targets import TargetRefs
 from services.sla.processor.wakeups import WakeupIndex
 from shared.bus.port import DeadLetterHeaders, PermanentEventError, TransientError
 from shared.bus.processing import RecordProcessor, RetryPolicy, SourcePosition
@@ -64,6 +79,11 @@ log = structlog.get_logger(__name__)
 
 Outcome = Literal["applied", "duplicate", "ignored", "dead_lettered", "idle"]
 Clock = Callable[[], datetime]
+# The KPI source position of the i-th ticket of a due record at offset o is o * DUE_SLOTS + i:
+# each ticket's KPI plan needs its own offset (a plan at or below the source's watermark counts
+# as applied), and positions stay increasing along the due partition.
+DUE_SLOTS = 1 << 16
+DEFAULT_DUE_BATCH = 2000
 
 
 class StateTable(Protocol):
@@ -106,9 +126,12 @@ class SlaProcessor:
         tick_retry: timedelta = timedelta(seconds=5),
         retry: RetryPolicy | None = None,
         kpis: KpiRecorder | None = None,
+        due_batch: int = DEFAULT_DUE_BATCH,
     ) -> None:
         if tick_retry <= timedelta(0):
             raise ValueError("tick_retry must be positive")
+        if not 0 < due_batch < DUE_SLOTS:
+            raise ValueError(f"due_batch must be between 1 and {DUE_SLOTS - 1}")
         self.table = table
         self.sink = sink
         self.catalog = catalog
@@ -119,6 +142,13 @@ class SlaProcessor:
         self.clock = clock
         self.tick_retry = tick_retry
         self.kpis = kpis  # None: no streaming KPIs (the embedded mode, benchmarks)
+        self.due_batch = due_batch
+        self._targets = TargetRefs(catalog)
+        # Wake-ups sent and not yet applied (ticket id -> when sent), at most `due_batch`: the
+        # timer sends no more than the due agent keeps up with. Entries older than tick_retry
+        # are dropped (their records may be gone with a revoked partition; the index resends).
+        self._in_flight: dict[str, datetime] = {}
+        self._due_sends: list[asyncio.Future[Any]] = []  # delivery of the last ticks' records
         # The platform's per-record semantics: decode, dead-letter what cannot be decoded or
         # applied, retry transient failures, one consumer span per record.
         self._records = RecordProcessor(
@@ -200,9 +230,16 @@ class SlaProcessor:
         if value is None:
             return new_state(ticket_id)
         try:
-            return from_table_value(value)
+            return from_table_value(value, self.targets)
         except StateFormatError as exc:
             raise PermanentEventError(str(exc)) from exc
+
+    @property
+    def targets(self) -> TargetRefs:
+        """Target references for the current catalog (the policy feed replaces the catalog)."""
+        if self._targets.catalog is not self.catalog:
+            self._targets = TargetRefs(self.catalog)
+        return self._targets
 
     async def _commit(
         self,
@@ -218,40 +255,93 @@ class SlaProcessor:
                 await self.sink.send_many(self.sla_topic, fact_records(envelopes))
             except KafkaError as exc:
                 raise TransientError(f"publishing SLA facts failed: {exc!r}") from exc
-        value = to_table_value(state, partition)
-        if kpi is not None:
-            with_ticket_kpis(value, *kpi)  # the plan rides with the state: see kpis.py
-        self.table[state.ticket_id] = value
-        if kpi is not None and self.kpis is not None:
-            self.kpis.apply(kpi[1])
-        self.index.schedule(state.ticket_id, partition, next_wakeup(state))
+        self._store(state, partition, kpi)
         return envelopes
+
+    def _store(
+        self,
+        state: SlaState,
+        partition: int,
+        kpi: tuple[TicketKpiView | None, KpiPlan] | None = None,
+    ) -> None:
+        """Store the state (its facts are acknowledged), then apply its KPI plan."""
+        kpi_doc = ticket_kpi_document(*kpi) if kpi is not None else None
+        self.table[state.ticket_id] = to_table_value(state, partition, self.targets, kpi_doc)
+        if kpi is not None and self.kpis is not None:
+            self.kpis.apply(kpi[1])  # the plan rides with the state: see kpis.py
+        self.index.schedule(state.ticket_id, partition, next_wakeup(state))
 
     # -- wake-ups -------------------------------------------------------------------------------
 
     async def send_due(self) -> int:
-        """The timer's job: a due record for every owned ticket whose wake-up has come, to the
-        partition of its state. Returns how many were sent."""
+        """The timer's job: for the owned tickets whose wake-up has come, at most `due_batch`
+        not yet answered, one due record per partition of their states. The records are queued
+        on the producer, not awaited: their delivery is checked on the next tick, and a record
+        that never arrives is sent again after `tick_retry` (the index moved its tickets).
+        Returns how many tickets were sent."""
         now = self.clock()
-        due = self.index.pop_due(now, retry_after=self.tick_retry)
+        self._check_due_sends()
+        self._expire_in_flight(now)
+        room = self.due_batch - len(self._in_flight)
+        if room <= 0:
+            return 0
+        due = self.index.pop_due(now, retry_after=self.tick_retry, limit=room)
         if not due:
             return 0
+        by_partition: dict[int, list[str]] = {}
+        for entry in due:
+            by_partition.setdefault(entry.partition, []).append(entry.ticket_id)
+            self._in_flight.pop(entry.ticket_id, None)  # keeps the dict in order of sending
+            self._in_flight[entry.ticket_id] = now
         records = [
             (
                 KafkaRecord(
-                    key=entry.ticket_id.encode(),
-                    value=json.dumps(Due(entry.ticket_id, now).to_doc()).encode(),
+                    key=ids[0].encode(),  # informational: the partition is explicit
+                    value=json.dumps(Due(tuple(ids), now).to_doc()).encode(),
                     headers=(),
                 ),
-                entry.partition,
+                partition,
             )
-            for entry in due
+            for partition, ids in by_partition.items()
         ]
-        await self.sink.send_many(self.due_topic, records)
-        return len(records)
+        self._due_sends.extend(await self._queue(self.due_topic, records))
+        return len(due)
+
+    async def _queue(
+        self, topic: str, records: Sequence[tuple[KafkaRecord, int | None]]
+    ) -> list[asyncio.Future[Any]]:
+        """Queue records on a sink that can (`start_many`), else send them and wait."""
+        start = getattr(self.sink, "start_many", None)
+        if start is None:
+            await self.sink.send_many(topic, records)
+            return []
+        pending: list[Awaitable[Any]] = await start(topic, records)
+        return [asyncio.ensure_future(p) for p in pending]
+
+    def _check_due_sends(self) -> None:
+        still: list[asyncio.Future[Any]] = []
+        for sent in self._due_sends:
+            if not sent.done():
+                still.append(sent)
+            elif sent.cancelled() or sent.exception() is not None:
+                # Its tickets come round again after tick_retry.
+                error = "cancelled" if sent.cancelled() else repr(sent.exception())
+                log.warning("sla.wakeups.send_failed", error=error)
+        self._due_sends = still
+
+    def _expire_in_flight(self, now: datetime) -> None:
+        oldest = now - self.tick_retry
+        in_flight = self._in_flight
+        while in_flight:
+            ticket_id = next(iter(in_flight))  # sent in order: the oldest first
+            if in_flight[ticket_id] > oldest:
+                break
+            del in_flight[ticket_id]
 
     async def on_due_record(self, value: bytes, position: SourcePosition) -> Handled:
-        """Apply the alerts due by the record's `now` to the ticket's state."""
+        """Apply the alerts due by the record's `now` to each of its tickets' states: all their
+        facts are published and acknowledged together, then every state is stored (the order
+        of `_commit`, for the whole record)."""
         handled = Handled(position, outcome="idle")
         try:
             doc = json.loads(value)
@@ -263,39 +353,60 @@ class SlaProcessor:
             log.warning("sla.due.unreadable", error=str(exc), offset=position.offset)
             handled.outcome, handled.reason = "ignored", str(exc)
             return handled
-        handled.ticket_id = due.ticket_id
-        value_in_table = self.table.get(due.ticket_id)
-        if value_in_table is None:
-            self.index.schedule(due.ticket_id, position.partition, None)
-            return handled
-        try:
-            state = from_table_value(value_in_table)
-        except StateFormatError as exc:
-            log.error("sla.state.unreadable", ticket_id=due.ticket_id, error=str(exc))
-            self.index.schedule(due.ticket_id, position.partition, None)
-            handled.outcome, handled.reason = "ignored", str(exc)
-            return handled
-        view = self._kpi_view(due.ticket_id, state)
-        updated, alerts = due_alerts(state, due.now)
-        if alerts:
-            kpi = None
+        if len(due.ticket_ids) == 1:
+            handled.ticket_id = due.ticket_ids[0]
+        fired: list[tuple[SlaState, list[Envelope], tuple[TicketKpiView | None, KpiPlan] | None]]
+        fired = []
+        for slot, ticket_id in enumerate(due.ticket_ids):
+            self._in_flight.pop(ticket_id, None)
+            found = self._due_state(ticket_id, position.partition)
+            if found is None:
+                continue
+            state, view = found
+            updated, alerts = due_alerts(state, due.now)
+            if not alerts:
+                self.index.schedule(ticket_id, position.partition, next_wakeup(state))
+                continue
+            kpi: tuple[TicketKpiView | None, KpiPlan] | None = None
             if self.kpis is not None and view is not None:
                 items = fact_contributions(view, alerts)
+                offset = position.offset * DUE_SLOTS + slot
                 kpi_plan = self.kpis.plan(
-                    position.topic, position.partition, position.offset, items, seen=due.now
+                    position.topic, position.partition, offset, items, seen=due.now
                 )
                 kpi = (view, kpi_plan)
-            try:
-                handled.facts = await self._commit(updated, alerts, position.partition, kpi=kpi)
-            except (TransientError, KafkaError) as exc:
-                # Nothing was stored: the timer sends the due record again after tick_retry.
-                log.warning("sla.due.publish_failed", ticket_id=due.ticket_id, error=str(exc))
-                handled.outcome, handled.reason = "ignored", str(exc)
-                return handled
-            handled.outcome = "applied"
-        else:
-            self.index.schedule(due.ticket_id, position.partition, next_wakeup(state))
+            fired.append((updated, fact_envelopes(updated, alerts), kpi))
+        if not fired:
+            return handled
+        records = [record for _, envelopes, _ in fired for record in fact_records(envelopes)]
+        try:
+            await self.sink.send_many(self.sla_topic, records)
+        except (TransientError, KafkaError) as exc:
+            # Nothing was stored: the timer sends the tickets again after tick_retry.
+            log.warning("sla.due.publish_failed", tickets=len(fired), error=str(exc))
+            handled.outcome, handled.reason = "ignored", str(exc)
+            return handled
+        for updated, envelopes, kpi in fired:
+            self._store(updated, position.partition, kpi)
+            handled.facts.extend(envelopes)
+        handled.outcome = "applied"
         return handled
+
+    def _due_state(
+        self, ticket_id: str, partition: int
+    ) -> tuple[SlaState, TicketKpiView | None] | None:
+        """A due ticket's state and KPI view; None (and no wake-up) when there is none to read."""
+        value = self.table.get(ticket_id)
+        if value is None:
+            self.index.schedule(ticket_id, partition, None)
+            return None
+        try:
+            state = from_table_value(value, self.targets)
+        except StateFormatError as exc:
+            log.error("sla.state.unreadable", ticket_id=ticket_id, error=str(exc))
+            self.index.schedule(ticket_id, partition, None)
+            return None
+        return state, self._kpi_view(ticket_id, state)
 
     def _evict(self, keys: list[str], handled: Handled) -> Handled:
         """Delete final KPI partials whose final snapshot is published (the KPI timer asks)."""

@@ -30,7 +30,7 @@ from urllib.parse import quote
 
 import structlog
 
-from services.sla.domain.kpi_partials import Dims, KpiPartial, parse_partial_key
+from services.sla.domain.kpi_partials import Dims, KpiFigures, KpiPartial, parse_partial_key
 from services.sla.domain.kpis import (
     DEFAULT_GRACE,
     KpiContribution,
@@ -42,13 +42,13 @@ from services.sla.domain.kpis import (
     partial_key_of,
     plan,
 )
+from services.sla.processor.codec import kpi_document
 from shared.contracts.codec import KafkaRecord, encode
 from shared.contracts.envelope import Envelope
 from shared.contracts.sla_kpis import KpiUpdated
 
 log = structlog.get_logger(__name__)
 
-KPI_FIELD = "kpi"  # in a ticket's table value: {"view": …, "outbox": …}
 PARTIAL_PREFIX = "kpi|"
 SOURCE = "/itsm/sla"
 EVICT = "kpi-evict"  # the kind of a due-topic record that deletes final partials
@@ -80,23 +80,44 @@ def change_key(change_id: str) -> str:
 # -- per-ticket part of a table value -----------------------------------------------------------
 
 
-def ticket_kpis(value: Mapping[str, Any] | None) -> tuple[TicketKpiView | None, KpiPlan | None]:
+def ticket_kpis(value: Any) -> tuple[TicketKpiView | None, KpiPlan | None]:
     """The KPI view and the outbox plan stored beside a ticket's SLA state (absent in states
-    stored before the KPIs existed)."""
-    doc = (value or {}).get(KPI_FIELD) or {}
+    stored before the KPIs existed), from a table value of either format (codec.py)."""
+    doc = kpi_document(value) or {}
     view = TicketKpiView.from_document(doc["view"]) if doc.get("view") else None
-    outbox = KpiPlan.from_document(doc["outbox"]) if doc.get("outbox") else None
+    outbox = KpiPlan.from_document(_dense(doc["outbox"])) if doc.get("outbox") else None
     return view, outbox
 
 
-def with_ticket_kpis(
-    value: dict[str, Any], view: TicketKpiView | None, outbox: KpiPlan | None
-) -> dict[str, Any]:
-    value[KPI_FIELD] = {
+def ticket_kpi_document(view: TicketKpiView | None, outbox: KpiPlan | None) -> dict[str, Any]:
+    """What `ticket_kpis` reads back, to store with the state (`codec.to_table_value`). The
+    outbox's figures keep only what differs from zero: every open ticket carries its last plan,
+    and a plan's partials are mostly zeros."""
+    return {
         "view": None if view is None else view.to_document(),
-        "outbox": None if outbox is None else outbox.to_document(),
+        "outbox": None if outbox is None else _sparse(outbox.to_document()),
     }
-    return value
+
+
+def _zero_figures() -> dict[str, Any]:
+    return KpiFigures().to_document()
+
+
+def _sparse(plan: dict[str, Any]) -> dict[str, Any]:
+    zero = _zero_figures()
+    for partial in plan.get("partials", ()):
+        figures = partial["figures"]
+        partial["figures"] = {k: v for k, v in figures.items() if zero.get(k, _ABSENT) != v}
+    return plan
+
+
+def _dense(plan: Mapping[str, Any]) -> dict[str, Any]:
+    zero = _zero_figures()
+    partials = [{**p, "figures": {**zero, **p["figures"]}} for p in plan.get("partials", ())]
+    return {**plan, "partials": partials}
+
+
+_ABSENT = object()
 
 
 # -- the table entries --------------------------------------------------------------------------

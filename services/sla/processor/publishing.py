@@ -8,7 +8,7 @@ recording sink in its place (Faust's test context has no broker).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any, Protocol
 
 from services.sla.domain import SlaState
@@ -31,6 +31,16 @@ class RecordSink(Protocol):
         every one is acknowledged."""
 
 
+class QueueingSink(RecordSink, Protocol):
+    """A sink that can also queue records without waiting (the wake-up timer uses it when the
+    sink has it; otherwise it waits with `send_many`)."""
+
+    async def start_many(
+        self, topic: str, records: Sequence[tuple[KafkaRecord, int | None]]
+    ) -> list[Awaitable[Any]]:
+        """Queue records on the producer; their delivery futures."""
+
+
 class FaustSink:
     """Sends through Faust topics (the app's producer: acks=all)."""
 
@@ -50,9 +60,14 @@ class FaustSink:
     async def send_many(
         self, topic: str, records: Sequence[tuple[KafkaRecord, int | None]]
     ) -> None:
-        pending = [await self._start(topic, record, partition) for record, partition in records]
+        pending = await self.start_many(topic, records)
         if pending:
             await asyncio.gather(*pending)
+
+    async def start_many(
+        self, topic: str, records: Sequence[tuple[KafkaRecord, int | None]]
+    ) -> list[Awaitable[Any]]:
+        return [await self._start(topic, record, partition) for record, partition in records]
 
 
 def fact_envelopes(

@@ -44,6 +44,10 @@ class SlaSettings(ServiceSettings):
     tick_interval: float = Field(0.2, gt=0, le=60)
     # A due record that has not been answered by then is sent again.
     tick_retry: float = Field(5.0, gt=0)
+    # At most this many due tickets are sent and not yet applied at any time (one record per
+    # partition and tick carries them): a burst of deadlines drains over several ticks instead
+    # of one tick that starves the consumer.
+    due_batch: int = Field(2000, ge=1, le=65535)
     # Where a new consumer group starts reading the incident events. `earliest` rebuilds every
     # ticket's SLA from the retained history; `latest` only measures tickets from now on.
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
