@@ -23,47 +23,23 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient
 
 from shared.contracts.codec import decode
 from shared.contracts.topics import Topic
 from shared.ids import uuid7
 from tests.faust.events import created, record
 from tests.support.kafka import TopicTail, ensure_platform_topics, tail
+from tests.support.sla_workers import delete_topics_of, partition_count
 
 pytestmark = [pytest.mark.infra, pytest.mark.timeout(60)]
 
 ROOT = Path(__file__).resolve().parents[2]
 TARGET = timedelta(seconds=2)
-START_HINT = "start the local stack first: python -m devtools.localstack up"
 
 
 @pytest.fixture
 def bootstrap() -> str:
     return os.environ.get("ITSM_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
-
-
-async def partition_count(bootstrap: str, topic: str) -> int:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5_000)
-    try:
-        await admin.start()
-        [described] = await admin.describe_topics([topic])
-    except Exception as exc:
-        pytest.fail(f"no Kafka broker at {bootstrap} ({exc!r}); {START_HINT}")
-    finally:
-        await admin.close()
-    return len(described["partitions"]) or 6  # missing: the worker creates it with 6
-
-
-async def delete_topics_of(bootstrap: str, app_id: str) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        mine = [t for t in await admin.list_topics() if t.startswith(f"{app_id}-")]
-        if mine:
-            await admin.delete_topics(mine)
-    finally:
-        await admin.close()
 
 
 @contextlib.asynccontextmanager
