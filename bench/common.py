@@ -13,7 +13,7 @@ import math
 import os
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -105,6 +105,11 @@ class CpuMeter:
 
     pids: dict[str, int] = field(default_factory=dict)
 
+    @classmethod
+    def of(cls, pids: Mapping[str, int | None]) -> CpuMeter:
+        """A meter of the named processes that were found (a None pid is left out)."""
+        return cls({name: pid for name, pid in pids.items() if pid is not None})
+
     def add(self, name: str, pid: int | None) -> None:
         if pid is not None:
             self.pids[name] = pid
@@ -129,6 +134,16 @@ class CpuMeter:
         known = sum(value for name, value in cores.items() if name != "machine")
         cores["others"] = max(0.0, cores["machine"] - known)
         return cores
+
+    @staticmethod
+    def used(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+        """CPU seconds per process over an interval, plus `other`: the rest of the machine."""
+        used = {
+            name: after[name] - before[name] for name in before if name != "wall" and name in after
+        }
+        machine = used.pop("machine")
+        used["other"] = max(0.0, machine - sum(used.values()))
+        return used
 
 
 @dataclass

@@ -48,6 +48,7 @@ import aiohttp
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from pymongo import AsyncMongoClient, uri_parser
 
+from bench.common import CpuMeter, aim_mark, fmt, listening_pid, percentile
 from shared.auth.tokens import mint_dev_token
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,80 +67,6 @@ AIM_LAG_P99_MS = 100.0
 
 # ---------------------------------------------------------------------------------------------
 # Statistics and CPU accounting
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..100) of a non-empty list."""
-    ordered = sorted(values)
-    rank = max(1, math.ceil(q / 100 * len(ordered)))
-    return ordered[rank - 1]
-
-
-def cpu_seconds(pid: int) -> float | None:
-    """User + system CPU time of a process, from /proc (None if it is gone or unreadable)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat.rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def machine_busy_seconds() -> float:
-    """CPU seconds spent busy on all cores together (everything but idle and iowait)."""
-    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    idle = values[3] + values[4]
-    return (sum(values[:8]) - idle) / os.sysconf("SC_CLK_TCK")
-
-
-def listening_pid(port: int) -> int | None:
-    """The process listening on a loopback TCP port (to account the broker's and database's CPU;
-    None when it cannot be found, e.g. a server on another machine)."""
-    inodes: set[str] = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        with contextlib.suppress(OSError):
-            for line in Path(table).read_text().splitlines()[1:]:
-                cols = line.split()
-                if cols[3] == "0A" and int(cols[1].rsplit(":", 1)[1], 16) == port:
-                    inodes.add(f"socket:[{cols[9]}]")
-    if not inodes:
-        return None
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        with contextlib.suppress(OSError):
-            for fd in (proc / "fd").iterdir():
-                with contextlib.suppress(OSError):
-                    if os.readlink(fd) in inodes:
-                        return int(proc.name)
-    return None
-
-
-class CpuMeter:
-    """Cores used per process (CPU seconds / wall seconds) over a measured phase."""
-
-    def __init__(self, pids: dict[str, int | None]) -> None:
-        self.pids = {name: pid for name, pid in pids.items() if pid is not None}
-
-    def snapshot(self) -> dict[str, float]:
-        taken = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
-        sample = {name: value for name, value in taken.items() if value is not None}
-        sample["machine"] = machine_busy_seconds()
-        sample["wall"] = time.perf_counter()
-        return sample
-
-    @staticmethod
-    def cores(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
-        wall = after["wall"] - before["wall"]
-        cores = {
-            name: (after[name] - before[name]) / wall
-            for name in before
-            if name != "wall" and name in after
-        }
-        # Whatever else kept the machine busy (a concurrent run would show here).
-        known = sum(value for name, value in cores.items() if name != "machine")
-        cores["others"] = max(0.0, cores["machine"] - known)
-        return cores
 
 
 # ---------------------------------------------------------------------------------------------
@@ -504,22 +431,6 @@ def lags(api: Api, records: list[tuple[str, float, int, int]]) -> tuple[list[Lag
     return list(by_phase.values()), missing, duplicated, timestamp_type
 
 
-def fmt(value: float | None, unit: str = "") -> str:
-    if value is None or math.isnan(value):
-        return "-"
-    if unit == "ms":
-        return f"{value:.1f} ms"
-    if unit == "/s":
-        return f"{value:,.0f}/s"
-    if unit == "x":
-        return f"{value:.2f}"
-    return f"{value:,.0f}"
-
-
-def aim_mark(ok: bool) -> str:
-    return "met" if ok else "MISSED"
-
-
 def report(
     args: argparse.Namespace,
     phases: dict[str, Phase],
@@ -671,7 +582,7 @@ async def run(args: argparse.Namespace) -> int:
         _, partitions = await tail.receive(within=60)
         print(f"service ready at {service.base_url}; tail on {partitions} partitions", flush=True)
         kafka_port = int(args.kafka_bootstrap.split(",")[0].rsplit(":", 1)[1])
-        meter = CpuMeter(
+        meter = CpuMeter.of(
             {
                 "client": os.getpid(),
                 "service": service.process.pid,

@@ -63,13 +63,12 @@ from collections.abc import Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from multiprocessing.connection import Connection
-from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from bench.common import CpuMeter, listening_pid, percentile, port_of
 from services.incidents.domain import Incident, OpenIncident, Policy, open_incident
 from services.incidents.domain.timeline import entry as timeline_entry
 from services.incidents.store import IncidentRepository
@@ -102,69 +101,6 @@ WARMUP = 200
 
 # ---------------------------------------------------------------------------------------------
 # Statistics and CPU accounting
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..100); NaN for no values."""
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[max(1, math.ceil(q / 100 * len(ordered))) - 1]
-
-
-def cpu_seconds(pid: int) -> float | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat.rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def machine_busy_seconds() -> float:
-    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    return (sum(values[:8]) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK")
-
-
-def listening_pid(address: str, default_port: int) -> int | None:
-    """The local process listening on a loopback address's port (None when not found)."""
-    parts = urlsplit(address if "//" in address else f"//{address}")
-    if parts.hostname not in {"127.0.0.1", "localhost", "::1"}:
-        return None
-    port = parts.port or default_port
-    inodes: set[str] = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        with contextlib.suppress(OSError):
-            for line in Path(table).read_text().splitlines()[1:]:
-                cols = line.split()
-                if cols[3] == "0A" and int(cols[1].rsplit(":", 1)[1], 16) == port:
-                    inodes.add(f"socket:[{cols[9]}]")
-    for proc in Path("/proc").iterdir():
-        if inodes and proc.name.isdigit():
-            with contextlib.suppress(OSError):
-                for fd in (proc / "fd").iterdir():
-                    with contextlib.suppress(OSError):
-                        if os.readlink(fd) in inodes:
-                            return int(proc.name)
-    return None
-
-
-class CpuMeter:
-    def __init__(self, pids: dict[str, int | None]) -> None:
-        self.pids = {name: pid for name, pid in pids.items() if pid is not None}
-
-    def snapshot(self) -> dict[str, float]:
-        sample = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
-        taken = {name: value for name, value in sample.items() if value is not None}
-        taken["machine"] = machine_busy_seconds()
-        return taken
-
-    def used(self, before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
-        """CPU seconds per process over an interval, plus `other`: the rest of the machine."""
-        used = {name: after[name] - before[name] for name in before if name in after}
-        machine = used.pop("machine")
-        used["other"] = max(0.0, machine - sum(used.values()))
-        return used
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1086,12 +1022,12 @@ async def run(args: argparse.Namespace) -> int:
         await tail.receive(60)  # ready: positioned at the end of every partition
         traced = args.tracing == "sdk"
         items = workload(args.events, first_number=1, traced=traced)
-        cpu = CpuMeter(
+        cpu = CpuMeter.of(
             {
                 "bench": os.getpid(),
                 "tail": tail.process.pid,
-                "kafka": listening_pid(args.kafka.split(",")[0], 9092),
-                "store": listening_pid(args.mongo, 27017),
+                "kafka": listening_pid(port_of(args.kafka, 9092)),
+                "store": listening_pid(port_of(args.mongo, 27017)),
             }
         )
         ctx = Context(args, topic, producer, bus, client[database_name], tail, cpu, items)

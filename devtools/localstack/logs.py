@@ -42,7 +42,13 @@ def _print_logs(names: Sequence[str], lines: int, follow: bool) -> None:
     paths: list[Path] = []
     for name in names:
         comp = component(name)
-        paths.extend(p for p in (comp.log_path, *comp.extra_logs) if p.exists() or not follow)
+        paths.extend((comp.log_path, *comp.extra_logs))
+    _print_log_files(paths, lines, follow)
+
+
+def _print_log_files(paths: Sequence[Path], lines: int, follow: bool) -> None:
+    """Tail each log file, then keep printing new output if `follow` (until Ctrl-C)."""
+    paths = [p for p in paths if p.exists() or not follow]
     for path in paths:
         print(f"==> {path} <==")
         print(tail(path, lines) if path.exists() else "(no log yet)")

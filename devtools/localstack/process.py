@@ -10,7 +10,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from devtools.localstack.config import (
@@ -127,8 +127,11 @@ def free_port(host: str = HOST) -> int:
         return int(probe.getsockname()[1])
 
 
-def _spawn(cmd: Sequence[str], log_path: Path, cwd: Path) -> subprocess.Popen[bytes]:
-    """Start a detached server process (own session) with stdout+stderr appended to log_path."""
+def _spawn(
+    cmd: Sequence[str], log_path: Path, cwd: Path, env: Mapping[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """Start a detached server process (own session) with stdout+stderr appended to log_path;
+    `env` replaces the inherited environment when given."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
         log.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} $ {shlex.join(cmd)}\n".encode())
@@ -136,6 +139,7 @@ def _spawn(cmd: Sequence[str], log_path: Path, cwd: Path) -> subprocess.Popen[by
         proc = subprocess.Popen(
             list(cmd),
             cwd=cwd,
+            env=None if env is None else dict(env),
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,

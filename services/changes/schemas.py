@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, time
+from datetime import datetime
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -15,9 +15,11 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic.json_schema import SkipJsonSchema
 
 from services.changes.domain.model import Change
 from shared.contracts.changes import ChangeStatus, ChangeType, ImplementationOutcome, RiskLevel
+from shared.http.fields import LocalTime, refuse_null, without_default
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 Text = Annotated[str, StringConstraints(max_length=20_000)]
@@ -77,13 +79,26 @@ class ChangeCreate(_Window):
 
 
 class ChangeUpdate(_Window):
-    title: Name | None = None
-    description: Text | None = None
+    """Left out: unchanged. Only the implementer and the window can be cleared with null."""
+
+    title: Name | SkipJsonSchema[None] = Field(None, json_schema_extra=without_default)
+    description: Text | SkipJsonSchema[None] = Field(None, json_schema_extra=without_default)
     implementer: Name | None = None
-    services: list[Name] | None = Field(None, max_length=50)
-    configuration_items: list[Name] | None = Field(None, min_length=1, max_length=200)
-    plan: PlanIn | None = None
-    risk_answers: RiskAnswersIn | None = None
+    services: list[Name] | SkipJsonSchema[None] = Field(
+        None, max_length=50, json_schema_extra=without_default
+    )
+    configuration_items: list[Name] | SkipJsonSchema[None] = Field(
+        None, min_length=1, max_length=200, json_schema_extra=without_default
+    )
+    plan: PlanIn | SkipJsonSchema[None] = Field(None, json_schema_extra=without_default)
+    risk_answers: RiskAnswersIn | SkipJsonSchema[None] = Field(
+        None, json_schema_extra=without_default
+    )
+
+    _not_null = field_validator(
+        "title", "description", "services", "configuration_items", "plan", "risk_answers",
+        mode="before",
+    )(refuse_null)  # fmt: skip
 
 
 class Decision(Input):
@@ -230,7 +245,7 @@ class FreezeIn(Input):
 class MaintenanceIn(Input):
     name: Name
     weekday: int = Field(ge=0, le=6, description="0 = Monday")
-    start: time = Field(description="local wall-clock time, e.g. 22:00")
+    start: LocalTime = Field(description="local wall-clock time, e.g. 22:00")
     duration_minutes: int = Field(ge=1, le=7 * 24 * 60)
     zone: Name = Field(description="IANA time zone, e.g. Europe/Berlin")
     services: list[Name] = Field(default_factory=list, max_length=50)

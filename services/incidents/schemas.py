@@ -6,10 +6,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from services.incidents.domain import Incident
 from shared.contracts.incidents import PendingReason, Priority, Status, TicketType, Tier
+from shared.http.fields import refuse_null, without_default
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=20_000)]
@@ -36,12 +38,18 @@ class IncidentCreate(Input):
 
 
 class IncidentUpdate(Input):
-    title: Name | None = None
-    description: str | None = Field(None, max_length=20_000)
+    """Left out: unchanged. Title and description cannot be null; the others null clears."""
+
+    title: Name | SkipJsonSchema[None] = Field(None, json_schema_extra=without_default)
+    description: str | SkipJsonSchema[None] = Field(
+        None, max_length=20_000, json_schema_extra=without_default
+    )
     category: Name | None = None
     subcategory: Name | None = None
     service: Name | None = None
     configuration_item: Name | None = None
+
+    _not_null = field_validator("title", "description", mode="before")(refuse_null)
 
 
 class Reclassification(Input):

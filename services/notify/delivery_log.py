@@ -17,6 +17,7 @@ from services.notify.domain.delivery import Attempt, Delivery
 from services.notify.domain.model import Notification
 from shared.store.errors import AlreadyExists, translated_errors
 from shared.store.repository import AggregateRepository
+from shared.telemetry import trace_reference
 
 LogStatus = Literal["pending", "retrying", "sent", "failed", "cancelled", "dropped"]
 DUE: tuple[LogStatus, ...] = ("pending", "retrying")
@@ -38,6 +39,7 @@ class DeliveryRecord:
     rate_slot: datetime | None = None  # a reserved rate-limit slot, taken already
     lease_until: datetime | None = None  # a worker is sending it until then
     error: str | None = None
+    trace: str = ""  # the trace it belongs to (shared.telemetry.trace_reference)
 
     @property
     def key(self) -> str:
@@ -70,8 +72,8 @@ class DeliveryRecord:
         )
 
 
-def new_record(notification: Notification) -> DeliveryRecord:
-    return DeliveryRecord(notification, next_attempt_at=notification.deliver_at)
+def new_record(notification: Notification, trace: str = "") -> DeliveryRecord:
+    return DeliveryRecord(notification, next_attempt_at=notification.deliver_at, trace=trace)
 
 
 def _notification_document(n: Notification) -> dict[str, Any]:
@@ -111,6 +113,7 @@ class DeliveryRepository(AggregateRepository[DeliveryRecord]):
             "rate_slot": aggregate.rate_slot,
             "lease_until": aggregate.lease_until,
             "error": aggregate.error,
+            "trace": aggregate.trace,
         }
 
     def from_document(self, document: dict[str, Any]) -> DeliveryRecord:
@@ -145,18 +148,22 @@ class DeliveryRepository(AggregateRepository[DeliveryRecord]):
             rate_slot=utc(document.get("rate_slot")),
             lease_until=utc(document.get("lease_until")),
             error=document.get("error"),
+            trace=document.get("trace") or "",
         )
 
     async def ensure_indexes(self) -> None:
         await self.collection.create_index([("status", 1), ("next_attempt_at", 1)])
         await self.collection.create_index([("ticket_id", 1), ("created_at", 1)])
 
-    async def insert_new(self, notifications: list[Notification]) -> list[DeliveryRecord]:
+    async def insert_new(
+        self, notifications: list[Notification], *, trace: str | None = None
+    ) -> list[DeliveryRecord]:
         """Log each notification whose key is new; the records inserted (a key seen before is
-        a redelivery, and is skipped)."""
+        a redelivery, and is skipped). Each joins `trace`, by default the current one."""
         inserted: list[DeliveryRecord] = []
+        reference = trace_reference() if trace is None else trace
         for notification in notifications:
-            record = new_record(notification)
+            record = new_record(notification, reference)
             try:
                 await self.add(record, [])
             except AlreadyExists:

@@ -52,6 +52,7 @@ from shared.contracts.registry import contract_for, is_registered
 from shared.contracts.sla import SlaEvent
 from shared.errors import NotFound
 from shared.store.errors import AlreadyExists, ConcurrencyConflict
+from shared.telemetry import trace_reference
 
 log = structlog.get_logger(__name__)
 WRITE_ATTEMPTS = 5
@@ -114,16 +115,18 @@ async def change_book(
             notify.on_wakeup(ticket_id, None)
             return None
         before = stored.book if stored else TicketEscalations(ticket_id)
+        # Later levels, fired by the ticker outside any trace, still join the starting trace.
+        trace = stored.trace if stored and stored.trace else trace_reference()
         after, notifications, facts = change(before)
         if after == before:  # e.g. another replica fired it: wake up when the store says
             notify.on_wakeup(ticket_id, books.next_wakeup(before))
             return before
         if notifications:
-            await notify.deliveries.insert_new(notifications)
+            await notify.deliveries.insert_new(notifications, trace=trace)
         events = escalation_events(facts)
         version = stored.version if stored else 0
         envelopes = sequenced(ticket_id, version, events, source=SOURCE, time=now)
-        updated = StoredBook(after, version + max(1, len(events)))
+        updated = StoredBook(after, version + max(1, len(events)), trace)
         try:
             if stored is None:
                 await notify.escalations.add(updated, envelopes)

@@ -15,12 +15,14 @@ import asyncio
 import contextlib
 import json
 import random
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
+from opentelemetry import trace
+from prometheus_client import Counter
 
 from services.notify.channels import DeliveryResult, Outcome, Templates
 from services.notify.delivery_log import DeliveryRecord, LogStatus
@@ -37,15 +39,25 @@ from shared.background import BackgroundTask
 from shared.bus.port import DeadLetterHeaders
 from shared.contracts.codec import KafkaRecord, encode
 from shared.contracts.envelope import sequenced
+from shared.metrics import DEAD_LETTERED
 from shared.store.errors import ConcurrencyConflict
+from shared.telemetry import context_of
 
 log = structlog.get_logger(__name__)
+_tracer = trace.get_tracer("itsm.notify")
 OUTCOMES: dict[Outcome, AttemptOutcome] = {
     Outcome.DELIVERED: "success",
     Outcome.TRANSIENT: "transient",
     Outcome.PERMANENT: "permanent",
 }
 DEAD_LETTER_GROUP = "notify-delivery"
+NOTIFICATIONS = Counter(
+    "itsm_notifications_total",
+    "Notification deliveries by channel and outcome: sent, failed (for good, dead-lettered), "
+    "retrying (a transient failure, tried again later), dropped (rate limit), cancelled "
+    "(the escalation ended)",
+    ["channel", "outcome"],
+)
 Send = Callable[[Any, Any], Awaitable[DeliveryResult]]  # (message, target) -> result
 PublishRecord = Callable[[KafkaRecord], Awaitable[None]]
 
@@ -58,6 +70,23 @@ class DeliveryRules:
     )
     breaker: BreakerSettings = field(default_factory=BreakerSettings)
     lease: timedelta = timedelta(seconds=60)  # longer than any one attempt's total timeout
+
+
+@contextlib.contextmanager
+def delivery_span(record: DeliveryRecord) -> Iterator[None]:
+    """A span for one delivery attempt in the trace the notification belongs to (the breach's,
+    through its escalation), so the send shows up under the incident's trace."""
+    notification = record.notification
+    with _tracer.start_as_current_span(
+        "notify deliver",
+        context=context_of(record.trace) if record.trace else None,
+        attributes={
+            "itsm.ticket_id": notification.ticket_id,
+            "itsm.notify.channel": notification.channel,
+            "itsm.notify.key": record.key,
+        },
+    ):
+        yield
 
 
 class DeliveryWorker:
@@ -135,7 +164,8 @@ class DeliveryWorker:
     async def _guarded(self, record: DeliveryRecord) -> None:
         async with self._slots:
             try:
-                await self.deliver(record)
+                with delivery_span(record):
+                    await self.deliver(record)
             except ConcurrencyConflict:
                 pass  # another worker took it, or it changed: the next pass sees it again
             except Exception as exc:
@@ -175,7 +205,11 @@ class DeliveryWorker:
         message = render(
             self._templates, notice(notification, view, escalation, self._links, person, now), now
         )
-        result = await self._senders[notification.channel](message, where.target)
+        with _tracer.start_as_current_span(
+            f"{notification.channel} send", kind=trace.SpanKind.CLIENT
+        ) as span:
+            result = await self._senders[notification.channel](message, where.target)
+            span.set_attribute("itsm.notify.outcome", result.outcome.value)
         return await self._record(claimed, result)
 
     async def _escalation(self, ticket_id: str, escalation_id: str | None) -> Escalation | None:
@@ -210,11 +244,19 @@ class DeliveryWorker:
         error = None if outcome == "success" else result.detail
         after = claimed.after(delivery, lease_until=None, error=error)
         if delivery.status == "sent":
+            log.info(
+                "notify.delivered",
+                key=after.key,
+                channel=after.notification.channel,
+                endpoint=after.endpoint,
+                attempts=len(after.attempts),
+            )
             return await self._store(after, claimed, sent=True)
         if delivery.status == "failed":
             await self._dead_letter_record(after, result.detail, permanent=outcome == "permanent")
             return await self._store(after, claimed, sent=False, permanent=outcome == "permanent")
         await self._notify.deliveries.save(after, claimed.version, [])
+        _count(after, "retrying")
         log.info(
             "notify.delivery_retrying",
             key=after.key,
@@ -241,6 +283,7 @@ class DeliveryWorker:
         )
         envelopes = sequenced(after.key, claimed.version, [event], source=SOURCE, time=now)
         await self._notify.deliveries.save(after, claimed.version, envelopes)
+        _count(after, "sent" if sent else "failed")
         return after
 
     async def _fail(
@@ -268,6 +311,7 @@ class DeliveryWorker:
             error=why,
         )
         await self._notify.deliveries.save(after, claimed.version, [])
+        _count(after, status)
         log.info("notify.delivery_skipped", key=after.key, status=status, reason=why)
         return after
 
@@ -306,3 +350,9 @@ class DeliveryWorker:
             ("notify-attempts", json.dumps(attempts).encode()),
         )
         await self._dead_letter(KafkaRecord(record.key, record.value, headers))
+        DEAD_LETTERED.labels("", DEAD_LETTER_GROUP).inc()  # no source record: a delivery
+
+
+def _count(record: DeliveryRecord, outcome: str) -> None:
+    """Counted once the outcome is stored (a lost lease race stores, and counts, nothing)."""
+    NOTIFICATIONS.labels(record.notification.channel, outcome).inc()

@@ -142,6 +142,7 @@ class StoredBook:
 
     book: TicketEscalations
     version: int
+    trace: str = ""  # the trace that started them (shared.telemetry.trace_reference)
 
 
 class EscalationRepository(AggregateRepository[StoredBook]):
@@ -159,6 +160,7 @@ class EscalationRepository(AggregateRepository[StoredBook]):
             "escalation_ids": [e.id for e in book.escalations],
             "seen": sorted(book.seen),
             "next_wakeup": book_wakeup(book),
+            "trace": aggregate.trace,
         }
 
     def from_document(self, document: dict[str, Any]) -> StoredBook:
@@ -167,7 +169,7 @@ class EscalationRepository(AggregateRepository[StoredBook]):
             escalations=tuple(docs.escalation_from_document(e) for e in document["escalations"]),
             seen=frozenset(document.get("seen", ())),
         )
-        return StoredBook(book, int(document["version"]))
+        return StoredBook(book, int(document["version"]), document.get("trace") or "")
 
     async def ensure_indexes(self) -> None:
         await self.collection.create_index([("escalation_ids", 1)])

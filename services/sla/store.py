@@ -7,6 +7,7 @@ Both are projections of facts on the bus: each write is version-guarded by the f
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -166,6 +167,10 @@ class KpiPartialStore:
         await self.collection.create_index([("granularity", 1), ("window_start", 1)])
 
     async def apply(self, key: str, sequence: int, fields: Document) -> bool:
+        # The partial's duration sketches hold nested arrays (`bins: [[index, count], ...]`),
+        # which FerretDB 1.x refuses ("nested arrays are not supported"): stored as JSON text.
+        if isinstance(fields.get("partial"), dict):
+            fields = {**fields, "partial": json.dumps(fields["partial"], separators=(",", ":"))}
         return await apply_if_newer(self.collection, key, sequence, {"$set": fields})
 
     async def matching(self, filters: KpiFilter, *, limit: int) -> list[Document]:
@@ -173,4 +178,7 @@ class KpiPartialStore:
         async with translated_errors():
             cursor = self.collection.find(filters.query()).sort([("window_start", 1), ("_id", 1)])
             documents: list[Document] = await cursor.limit(limit).to_list()
+        for document in documents:
+            if isinstance(document.get("partial"), str):
+                document["partial"] = json.loads(document["partial"])
         return documents

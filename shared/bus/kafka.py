@@ -10,13 +10,20 @@ from typing import Any
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import CommitFailedError, KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import (
+    CommitFailedError,
+    IllegalStateError,
+    KafkaError,
+    TopicAlreadyExistsError,
+)
 
 from shared.background import BackgroundTask
 from shared.bus.port import Handler, TopicSpec
 from shared.bus.processing import RecordProcessor, RetryPolicy, SourcePosition
 from shared.contracts.codec import KafkaRecord, encode
 from shared.contracts.envelope import Envelope
+from shared.metrics import ConsumerLag
+from shared.telemetry import producer_span
 
 log = structlog.get_logger(__name__)
 
@@ -115,7 +122,11 @@ class KafkaBus:
             await admin.close()
 
     async def publish(self, topic: str, envelopes: Sequence[Envelope]) -> None:
-        pending = [await self._send(topic, encode(envelope)) for envelope in envelopes]
+        pending = []
+        for envelope in envelopes:  # queued in order, each inside its own publish span
+            with producer_span(topic, envelope) as traceparent:
+                record = encode(envelope.with_traceparent(traceparent))
+                pending.append(await self._send(topic, record))
         if pending:
             await asyncio.gather(*pending)
 
@@ -164,6 +175,7 @@ class KafkaSubscription:
         self._consumer = consumer
         self._processor = processor
         self._worker = BackgroundTask(f"consume:{processor.group}")
+        self._lag = ConsumerLag(processor.group)
 
     @property
     def processed(self) -> int:
@@ -182,6 +194,23 @@ class KafkaSubscription:
                 continue
             # Partitions are independent: process them concurrently, each in offset order.
             await asyncio.gather(*(self._drain(tp, records) for tp, records in batches.items()))
+            await self._report_lag()
+
+    async def _report_lag(self) -> None:
+        """Per assigned partition, once the fetched records are processed: the high watermark
+        of the last fetch minus the position (the next offset to process). Both are in the
+        consumer's memory: no broker round trip."""
+        lags = {}
+        for tp in self._consumer.assignment():
+            try:
+                highwater = self._consumer.highwater(tp)
+                if highwater is None:
+                    continue  # not fetched since it was assigned
+                position = await self._consumer.position(tp)
+            except (AssertionError, IllegalStateError):
+                continue  # revoked meanwhile
+            lags[(tp.topic, tp.partition)] = highwater - position
+        self._lag.report(lags)
 
     async def _drain(self, tp: TopicPartition, records: list[Any]) -> None:
         for message in records:
@@ -199,3 +228,4 @@ class KafkaSubscription:
     async def stop(self) -> None:
         await self._worker.stop()
         await self._consumer.stop()
+        self._lag.clear()

@@ -17,6 +17,7 @@ from shared.bus.port import Handler, TopicSpec
 from shared.bus.processing import RecordProcessor, RetryPolicy, SourcePosition
 from shared.contracts.codec import KafkaRecord, encode
 from shared.contracts.envelope import Envelope
+from shared.telemetry import producer_span
 
 # Takes one raw record and returns once it is applied (or dead-lettered): then it is committed.
 RecordHandler = Callable[[KafkaRecord, SourcePosition], Awaitable[None]]
@@ -52,7 +53,8 @@ class InMemoryBus:
 
     async def publish(self, topic: str, envelopes: Sequence[Envelope]) -> None:
         for envelope in envelopes:
-            await self.publish_record(topic, encode(envelope))
+            with producer_span(topic, envelope) as traceparent:
+                await self.publish_record(topic, encode(envelope.with_traceparent(traceparent)))
 
     async def publish_record(
         self, topic: str, record: KafkaRecord, partition: int | None = None

@@ -16,15 +16,11 @@ from shared.bus.port import DeadLetterHeaders, Handler, PermanentEventError, Tra
 from shared.contracts.codec import KafkaRecord, UndecodableRecord, decode
 from shared.contracts.envelope import Envelope
 from shared.contracts.topics import Topic
+from shared.metrics import DEAD_LETTERED
 
 log = structlog.get_logger(__name__)
 _tracer = trace.get_tracer("itsm.bus")
 
-DEAD_LETTERED = Counter(
-    "itsm_dead_lettered_records_total",
-    "Records routed to the dead-letter topic",
-    ["source_topic", "group"],
-)
 CONSUMED = Counter(
     "itsm_consumed_events_total", "Events handled by a consumer group", ["topic", "group"]
 )
@@ -77,12 +73,12 @@ class RecordProcessor:
         except UndecodableRecord as exc:
             await self.dead_letter(record, position, exc.reason)
             return
-        parent = extract({k: v.decode("latin-1") for k, v in record.headers})
+        name, kind, parent = self._span_parent(record, position)
         token = otel_context.attach(parent)
         try:
             with _tracer.start_as_current_span(
-                f"{position.topic} process",
-                kind=trace.SpanKind.CONSUMER,
+                name,
+                kind=kind,
                 attributes={
                     "messaging.system": "kafka",
                     "messaging.destination.name": position.topic,
@@ -95,6 +91,20 @@ class RecordProcessor:
                 await self._handle_with_retry(envelope, record, position)
         finally:
             otel_context.detach(token)
+
+    @staticmethod
+    def _span_parent(
+        record: KafkaRecord, position: SourcePosition
+    ) -> tuple[str, trace.SpanKind, otel_context.Context]:
+        """The record's trace context (its `traceparent` header) as the parent, unless a span
+        of that trace is current already: Faust's OpenTelemetry sensor opens one per event,
+        and the handling nests under it rather than beside it."""
+        current = trace.get_current_span().get_span_context()
+        parent = extract({k: v.decode("latin-1") for k, v in record.headers})
+        remote = trace.get_current_span(parent).get_span_context()
+        if current.is_valid and (not remote.is_valid or remote.trace_id == current.trace_id):
+            return f"{position.topic} handle", trace.SpanKind.INTERNAL, otel_context.get_current()
+        return f"{position.topic} process", trace.SpanKind.CONSUMER, parent
 
     async def _handle_with_retry(
         self, envelope: Envelope, record: KafkaRecord, position: SourcePosition

@@ -7,18 +7,24 @@ from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 
 from fastapi import FastAPI, Request
+from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from prometheus_client import Counter, Histogram
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.http import health
+from shared.http.openapi import document_problems
 from shared.http.problems import Problem, install_problem_handlers, problem_response
 
 REQUESTS = Counter(
     "itsm_http_requests_total", "HTTP requests", ["service", "method", "route", "status"]
 )
+# `route` is the route template (`/api/v1/incidents/{incident_id}`), never the raw path: one
+# series per endpoint, not per ticket. Requests no route matched are `unmatched`.
 LATENCY = Histogram(
-    "itsm_http_request_duration_seconds", "HTTP request latency", ["service", "method", "route"]
+    "itsm_http_request_duration_seconds",
+    "HTTP request latency",
+    ["service", "method", "route", "status"],
 )
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
@@ -67,7 +73,8 @@ class RequestLimits:
         finally:
             route = getattr(scope.get("route"), "path", "unmatched")
             method = scope["method"]
-            LATENCY.labels(self.service, method, route).observe(time.perf_counter() - started)
+            elapsed = time.perf_counter() - started
+            LATENCY.labels(self.service, method, route, str(status)).observe(elapsed)
             REQUESTS.labels(self.service, method, route, str(status)).inc()
 
     @property
@@ -107,6 +114,12 @@ def create_service_app(
     )
     app.state.readiness_checks = {}
     install_problem_handlers(app)
+    document_problems(app)
     app.add_middleware(RequestLimits, service=service, max_body_bytes=max_body_bytes)
     app.include_router(health.router)
+    # A server span per request (its tracer resolves the provider an entry point installs).
+    # Probes and scrapes are not traced; nor are the ASGI receive/send steps (noise).
+    FastAPIInstrumentor.instrument_app(
+        app, excluded_urls="livez,readyz,metrics", exclude_spans=["receive", "send"]
+    )
     return app

@@ -44,14 +44,16 @@ class Problem(Exception):
 
 
 def problem_response(request: Request, problem: Problem) -> JSONResponse:
-    body = {
+    body: dict[str, Any] = {
         "type": problem.type,
         "title": problem.title,
         "status": problem.status,
         "detail": problem.detail,
         "instance": request.url.path,
-        **problem.extensions,
     }
+    # Extensions add members; they never replace the standard ones (a `status` detail once
+    # turned a 409's `status` into "retired").
+    body.update((k, v) for k, v in problem.extensions.items() if k not in body)
     return JSONResponse(
         body, status_code=problem.status, media_type=PROBLEM_JSON, headers=problem.headers
     )
@@ -105,6 +107,12 @@ def install_problem_handlers(app: FastAPI) -> None:
 
         return handler
 
+    async def on_out_of_range(request: Request, exc: Exception) -> JSONResponse:
+        # Date arithmetic on an instant the request names near year 1 or 9999 (a KPI range, an
+        # on-call lookup) overflows Python's datetime: the request is out of range, not a 500.
+        detail = f"A date or number in the request is out of the supported range ({exc})."
+        return problem_response(request, Problem(422, "Invalid request", detail))
+
     async def on_precondition_failed(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, PreconditionFailed)
         return problem_response(
@@ -136,6 +144,7 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, on_http)
     app.add_exception_handler(ConcurrencyConflict, on_conflict)
     app.add_exception_handler(StoreUnavailable, on_unavailable)
+    app.add_exception_handler(OverflowError, on_out_of_range)
 
 
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:

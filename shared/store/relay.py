@@ -19,6 +19,7 @@ import contextlib
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -30,7 +31,6 @@ from shared.bus.port import Bus
 from shared.contracts.envelope import Envelope
 from shared.store.locks import document_locks
 from shared.store.repository import OUTBOX
-from shared.telemetry import producer_span
 
 log = structlog.get_logger(__name__)
 
@@ -45,6 +45,18 @@ PUBLISHED = Counter("itsm_outbox_published_total", "Events relayed from outboxes
 RELAY_ERRORS = Counter("itsm_outbox_relay_errors_total", "Failed relay passes", ["relay"])
 AWAITING_REMOVAL = Gauge(
     "itsm_outbox_awaiting_removal", "Published events not yet removed from outboxes", ["relay"]
+)
+# Measured from what each safety-net scan reads anyway (a count query per scrape would be one
+# more full collection scan on FerretDB): at most `batch_size` documents, so a lower bound.
+OUTBOX_PENDING = Gauge(
+    "itsm_outbox_pending_events",
+    "Events stored in outboxes at the relay's last scan (published ones awaiting removal too)",
+    ["collection"],
+)
+OUTBOX_OLDEST_AGE = Gauge(
+    "itsm_outbox_oldest_pending_age_seconds",
+    "Age of the oldest event stored in an outbox at the relay's last scan (0: none)",
+    ["collection"],
 )
 
 Key = tuple[str, Any]  # (collection name, document id)
@@ -107,6 +119,17 @@ def removal_commands(
     `per_command` statements per command."""
     items = [(document_id, tuple(entries)) for document_id, entries in published.items()]
     return [dict(items[i : i + per_command]) for i in range(0, len(items), per_command)]
+
+
+def outbox_backlog(documents: Iterable[Mapping[str, Any]], now: datetime) -> tuple[int, float]:
+    """How many events the documents' outboxes hold, and the age in seconds of the oldest by
+    its event time (0 when there is none)."""
+    times = [entry["time"] for document in documents for entry in document.get(OUTBOX, ())]
+    if not times:
+        return 0, 0.0
+    # BSON dates come back naive (UTC) unless the client is tz-aware.
+    oldest = min(t if t.tzinfo else t.replace(tzinfo=UTC) for t in times)
+    return len(times), max(0.0, (now - oldest).total_seconds())
 
 
 def removal(document_id: Any, entries: Sequence[Entry]) -> UpdateOne:
@@ -238,8 +261,15 @@ class OutboxRelay:
         if scan:
             for collection in self._collections:
                 found = await self._scan(collection)
+                self._measure_backlog(collection.name, found)
                 published += await self._publish_documents(collection.name, found)
         return published
+
+    @staticmethod
+    def _measure_backlog(collection_name: str, found: list[dict[str, Any]]) -> None:
+        pending, oldest_age = outbox_backlog(found, datetime.now(UTC))
+        OUTBOX_PENDING.labels(collection_name).set(pending)
+        OUTBOX_OLDEST_AGE.labels(collection_name).set(oldest_age)
 
     async def remove_published(self) -> int:
         """Remove every published entry from its document, in bounded commands; returns the
@@ -319,11 +349,7 @@ class OutboxRelay:
             return 0
         by_topic: dict[str, list[Envelope]] = {}
         for _, entry in entries:  # in write order: one aggregate's events stay ordered
-            envelope = Envelope.from_document(entry)
-            with producer_span(entry["topic"], envelope) as traceparent:
-                by_topic.setdefault(entry["topic"], []).append(
-                    envelope.with_traceparent(traceparent)
-                )
+            by_topic.setdefault(entry["topic"], []).append(Envelope.from_document(entry))
         await asyncio.gather(*(self._bus.publish(t, es) for t, es in by_topic.items()))
         for key, entry in entries:
             self._note_unremoved(key, entry)
@@ -361,4 +387,11 @@ class OutboxRelay:
         return [d for d in found if d and d.get(OUTBOX)]
 
 
-__all__ = ["Handoff", "OutboxRelay", "plan_handoffs", "removal", "removal_commands"]
+__all__ = [
+    "Handoff",
+    "OutboxRelay",
+    "outbox_backlog",
+    "plan_handoffs",
+    "removal",
+    "removal_commands",
+]

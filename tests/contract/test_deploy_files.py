@@ -245,7 +245,8 @@ def test_compose_sla_worker_runs_faust_on_rocksdb_with_a_volume(compose: Doc) ->
     assert _named_volume(worker, SLA_DATA_DIR) in compose["volumes"]
     check = " ".join(worker["healthcheck"]["test"])
     assert f"http://127.0.0.1:{env['ITSM_SLA_WEB_PORT']}/" in check
-    assert "ports" not in worker
+    assert "ports" not in worker  # metrics reach Prometheus inside the compose network
+    assert env["ITSM_SLA_METRICS_PORT"] != env["ITSM_SLA_WEB_PORT"]
     sla_api = compose["services"]["sla-api"]
     assert worker["image"] == sla_api["image"] and worker["build"] == sla_api["build"]
 
@@ -295,17 +296,47 @@ def test_otel_collector_pipelines_use_defined_components() -> None:
     assert "otlp/jaeger" in config["service"]["pipelines"]["traces"]["exporters"]
 
 
-def test_prometheus_scrapes_every_api(compose: Doc) -> None:
+def test_prometheus_scrapes_every_platform_service(compose: Doc) -> None:
+    """One job per service (the `job` label the dashboard filters on), the APIs on their HTTP
+    port and the SLA worker on its metrics port."""
     config = yaml.safe_load(PROMETHEUS_CONFIG.read_text())
-    targets = {
-        target
+    jobs = {
+        job["job_name"]: {t for group in job["static_configs"] for t in group["targets"]}
         for job in config["scrape_configs"]
-        for group in job["static_configs"]
-        for target in group["targets"]
     }
-    assert {f"{name}:8000" for name in APIS} <= targets
-    for target in targets:
+    worker_port = _environment(compose["services"]["sla-worker"])["ITSM_SLA_METRICS_PORT"]
+    expected = {name: {f"{name}:8000"} for name in APIS} | {
+        "sla-worker": {f"sla-worker:{worker_port}"}
+    }
+    assert {name: jobs.get(name) for name in PLATFORM} == expected
+    for job in config["scrape_configs"]:
+        assert job.get("metrics_path", "/metrics") == "/metrics"
+        # A target label must not collide with a metric label (`service` on HTTP metrics).
+        assert all("labels" not in group for group in job["static_configs"]), job["job_name"]
+    for target in set().union(*jobs.values()):
         assert target.split(":")[0] in compose["services"], target
+
+
+def test_compose_grafana_provisions_the_dashboard_on_prometheus(compose: Doc) -> None:
+    grafana = compose["services"]["grafana"]
+    mounts = {
+        source: target for source, target, *_ in (str(v).split(":") for v in grafana["volumes"])
+    }
+    assert mounts["./deploy/grafana/itsm-platform.json"].endswith("/itsm-platform.json")
+    provisioning = ROOT / "deploy" / "grafana" / "provisioning"
+    assert mounts["./deploy/grafana/provisioning"] == "/etc/grafana/provisioning"
+    (datasource,) = yaml.safe_load((provisioning / "datasources" / "prometheus.yml").read_text())[
+        "datasources"
+    ]
+    assert datasource["type"] == "prometheus"
+    prometheus_port = compose["services"]["prometheus"]["ports"][0].split(":")[-1]
+    assert datasource["url"] == f"http://prometheus:{prometheus_port}"
+    (provider,) = yaml.safe_load((provisioning / "dashboards" / "itsm.yml").read_text())[
+        "providers"
+    ]
+    dashboard_dir = mounts["./deploy/grafana/itsm-platform.json"].rsplit("/", 1)[0]
+    assert provider["options"]["path"] == dashboard_dir
+    assert grafana["depends_on"] == {"prometheus": {"condition": "service_healthy"}}
 
 
 def _gateway_routes() -> dict[str, str]:
@@ -534,8 +565,12 @@ def test_sla_worker_is_a_statefulset_on_rocksdb(rendered: tuple[str, list[Doc]])
     container = _container(worker)
     assert container["command"][:4] == ["python", "-m", SLA_WORKER_MODULE, "worker"]
     assert "--web-bind=127.0.0.1" in container["command"]
-    assert "ports" not in container
     env = _env(container)
+    # The only port: Prometheus metrics (Faust's web server stays on loopback).
+    assert container["ports"] == [
+        {"name": "metrics", "containerPort": int(env["ITSM_SLA_METRICS_PORT"]), "protocol": "TCP"}
+    ]
+    assert [p["targetPort"] for p in governing["spec"]["ports"]] == ["metrics"]
     assert env["ITSM_SLA_STORE"] == "rocksdb://"
     assert env["ITSM_SLA_WEB_ENABLED"] == "true"
     (claim,) = spec["volumeClaimTemplates"]
@@ -551,7 +586,8 @@ def test_sla_worker_is_a_statefulset_on_rocksdb(rendered: tuple[str, list[Doc]])
         "maxUnavailable": 1,
         "selector": {"matchLabels": {"app.kubernetes.io/name": "sla-worker"}},
     }
-    assert not _one(docs, "NetworkPolicy", "sla-worker")["spec"].get("ingress")
+    ingress = _one(docs, "NetworkPolicy", "sla-worker")["spec"]["ingress"]
+    assert _ports(ingress) == {int(env["ITSM_SLA_METRICS_PORT"])}
 
 
 def test_references_resolve_and_no_secret_is_committed(rendered: tuple[str, list[Doc]]) -> None:
@@ -647,7 +683,7 @@ def test_network_policies_deny_by_default_and_allow_what_is_needed(
         "changes": ({8000}, platform_egress),
         "sla-api": ({8000}, platform_egress),
         "notify": ({8000}, platform_egress | {25, 465, 587, 443}),
-        "sla-worker": (set(), {9092, 53, 4318}),
+        "sla-worker": ({9464}, {9092, 53, 4318}),  # ingress: Prometheus metrics only
     }
     for name, (ingress, egress) in expected.items():
         spec = _one(docs, "NetworkPolicy", name)["spec"]
@@ -662,6 +698,19 @@ def test_network_policies_deny_by_default_and_allow_what_is_needed(
         if policy["metadata"]["name"] != "default-deny"
     }
     assert labels <= selected
+
+
+def test_every_platform_pod_announces_its_metrics_port(rendered: tuple[str, list[Doc]]) -> None:
+    """prometheus.io/* annotations for annotation-based discovery: the APIs' HTTP port, the
+    SLA worker's metrics port, each one a port the container declares."""
+    _, docs = rendered
+    for name, (_, kind) in PLATFORM.items():
+        workload = _one(docs, kind, name)
+        annotations = workload["spec"]["template"]["metadata"]["annotations"]
+        ports = {p["containerPort"] for p in _container(workload)["ports"]}
+        assert annotations["prometheus.io/scrape"] == "true", name
+        assert annotations["prometheus.io/path"] == "/metrics", name
+        assert int(annotations["prometheus.io/port"]) in ports, name
 
 
 def test_ingress_routes_every_api_path_to_its_service(

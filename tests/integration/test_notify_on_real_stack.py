@@ -17,7 +17,6 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from email import message_from_bytes, policy
 from email.message import EmailMessage
 from typing import Any
 
@@ -37,29 +36,13 @@ from shared.ids import uuid7
 from tests.integration.conftest import scratch_database
 from tests.support.apps import free_port, http_server
 from tests.support.kafka import tail
-from tests.support.notify import breach, ladder
+from tests.support.notify import Mailbox, breach, ladder
 from tests.support.polling import eventually
 
 pytestmark = pytest.mark.infra
 SECRET = "whsec-notify-stack-0123456789"
 LEVEL_TWO_AFTER = 3.0  # seconds: long enough to acknowledge, short enough for a fast test
 ACK_LINK = re.compile(r"https://itsm\.test(/api/v1/notify/ack/\S+)")
-
-
-@dataclass
-class Mailbox:
-    """An aiosmtpd handler keeping every message it accepts."""
-
-    messages: list[EmailMessage] = field(default_factory=list)
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        parsed = message_from_bytes(envelope.content, policy=policy.default)
-        assert isinstance(parsed, EmailMessage)
-        self.messages.append(parsed)
-        return "250 2.0.0 accepted"
-
-    def to(self, address: str, ticket: str) -> list[EmailMessage]:
-        return [m for m in self.messages if address in str(m["To"]) and ticket in str(m["Subject"])]
 
 
 @dataclass

@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from shared.bus.kafka import KafkaBus
 from shared.bus.topics import platform_topics
@@ -42,8 +43,11 @@ async def ensure_platform_topics(bootstrap: str) -> None:
 
 
 @asynccontextmanager
-async def tail(bootstrap: str, topic: str) -> AsyncIterator[TopicTail]:
-    """Assign every partition of `topic` at its current end, so only new records are seen."""
+async def tail(
+    bootstrap: str, topic: str, *, from_beginning: bool = False
+) -> AsyncIterator[TopicTail]:
+    """Assign every partition of `topic` at its current end, so only new records are seen (or,
+    `from_beginning`, at its start: everything the topic holds)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
@@ -56,9 +60,32 @@ async def tail(bootstrap: str, topic: str) -> AsyncIterator[TopicTail]:
         assert partitions, f"topic {topic} does not exist"
         assignment = [TopicPartition(topic, p) for p in sorted(partitions)]
         consumer.assign(assignment)
-        await consumer.seek_to_end(*assignment)
+        if from_beginning:
+            await consumer.seek_to_beginning(*assignment)
+        else:
+            await consumer.seek_to_end(*assignment)
         for tp in assignment:  # resolve the end offsets now, before the test produces
             await consumer.position(tp)
         yield TopicTail(consumer)
     finally:
         await consumer.stop()
+
+
+async def group_lag(bootstrap: str, group: str, topic: str) -> int:
+    """Records of `topic` that consumer group `group` has not committed yet (all of a partition
+    it has no offset for)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await admin.start()
+    await consumer.start()
+    try:
+        committed = await admin.list_consumer_group_offsets(group)
+        await consumer._client.force_metadata_update()  # partitions_for_topic reads the cache
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        assert partitions, f"topic {topic} does not exist"
+        ends = await consumer.end_offsets(partitions)
+    finally:
+        await consumer.stop()
+        await admin.close()
+    done = {tp: meta.offset for tp, meta in committed.items()}
+    return sum(end - max(done.get(tp, 0), 0) for tp, end in ends.items())

@@ -1,9 +1,13 @@
 """Events and configuration for the notify service's tests: SLA and incident facts as the
-other services publish them, and escalation policies as the API takes them."""
+other services publish them, escalation policies as the API takes them, and a mailbox for a
+real SMTP server (aiosmtpd) on loopback."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import datetime
+from email import message_from_bytes, policy
+from email.message import EmailMessage
 from typing import Any
 
 from shared.contracts.envelope import Envelope
@@ -83,3 +87,20 @@ def ladder(
              "channels": list(channels)},
         ],
     }  # fmt: skip
+
+
+@dataclass
+class Mailbox:
+    """An aiosmtpd handler keeping every message it accepts:
+    `Controller(Mailbox(), hostname="127.0.0.1", port=free_port())`."""
+
+    messages: list[EmailMessage] = field(default_factory=list)
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        parsed = message_from_bytes(envelope.content, policy=policy.default)
+        assert isinstance(parsed, EmailMessage)
+        self.messages.append(parsed)
+        return "250 2.0.0 accepted"
+
+    def to(self, address: str, ticket: str) -> list[EmailMessage]:
+        return [m for m in self.messages if address in str(m["To"]) and ticket in str(m["Subject"])]

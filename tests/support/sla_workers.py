@@ -74,13 +74,24 @@ def worker_env(
     }
 
 
+WORKER_ARGV = ("-m", "services.sla.processor.worker", "worker", "--loglevel=info")
+
+
+def api_argv(app_factory: str, port: int) -> tuple[str, ...]:
+    """A service API served by uvicorn, e.g. `services.incidents.main:create_app`."""
+    return ("-m", "uvicorn", app_factory, "--factory", "--host", "127.0.0.1", "--port", str(port),
+            "--no-access-log")  # fmt: skip
+
+
 @dataclass
-class SlaWorker:
-    """One worker subprocess; `log` collects its stdout and stderr."""
+class ServiceProcess:
+    """One service subprocess (by default an SLA worker; `api_argv` for an API); `log`
+    collects its stdout and stderr."""
 
     name: str
     env: dict[str, str]
     log: Path
+    argv: tuple[str, ...] = WORKER_ARGV
     proc: asyncio.subprocess.Process | None = None
     stopped: bool = False  # on purpose (stop or kill), as opposed to crashed
     _out: Any = field(default=None, repr=False)
@@ -90,7 +101,7 @@ class SlaWorker:
         self._out = self.log.open("ab")
         self.stopped = False
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "services.sla.processor.worker", "worker", "--loglevel=info",
+            sys.executable, *self.argv,
             cwd=ROOT, env=self.env, stdout=self._out, stderr=asyncio.subprocess.STDOUT,
         )  # fmt: skip
 
@@ -126,7 +137,7 @@ class SlaWorker:
 
     def check_alive(self) -> None:
         if self.proc is not None and self.proc.returncode is not None and not self.stopped:
-            pytest.fail(f"worker {self.name} exited ({self.proc.returncode}):\n{self.tail()}")
+            pytest.fail(f"{self.name} exited ({self.proc.returncode}):\n{self.tail()}")
 
     def tail(self, chars: int = 4000) -> str:
         return self.log.read_text(errors="replace")[-chars:]
@@ -150,6 +161,9 @@ class SlaWorker:
         """The partitions this worker last re-armed after a rebalance (what it owns now)."""
         rearmed = self.events(REARMED)
         return set(rearmed[-1]["partitions"]) if rearmed else None
+
+
+SlaWorker = ServiceProcess  # the name the SLA tests use
 
 
 @contextlib.asynccontextmanager

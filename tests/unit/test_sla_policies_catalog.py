@@ -209,7 +209,7 @@ def test_retired_is_final() -> None:
     retired, _ = model.retire_policy(v1, effective_from=None, actor="a", now=T0)
     with pytest.raises(Conflict, match="retired") as refused:
         model.revise_policy(retired, sla_spec(), effective_from=None, actor="a", now=T0)
-    assert refused.value.details == {"status": "retired", "allowed_actions": []}
+    assert refused.value.details == {"current_status": "retired", "allowed_actions": []}
 
 
 def test_one_selector_one_policy_at_a_time() -> None:

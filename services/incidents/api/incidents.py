@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
+from pydantic import AwareDatetime
 
 from services.incidents import handlers
 from services.incidents.api.deps import Reporter, Scope, Service, with_etag
@@ -55,8 +55,8 @@ async def list_incidents(
     group: Annotated[str | None, Query(max_length=200)] = None,
     assignee: Annotated[str | None, Query(max_length=200)] = None,
     requester: Annotated[str | None, Query(max_length=200)] = None,
-    created_from: datetime | None = None,
-    created_to: datetime | None = None,
+    created_from: AwareDatetime | None = None,  # a naive instant is ambiguous: 422
+    created_to: AwareDatetime | None = None,
     q: Annotated[str | None, Query(max_length=100, description="Text in the title")] = None,
 ) -> Page[IncidentRead]:
     filters = IncidentFilter(

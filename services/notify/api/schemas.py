@@ -3,7 +3,7 @@ carry a secret (webhook secrets and Slack/Teams URLs are write-only)."""
 
 from __future__ import annotations
 
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime, timedelta
 from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator
@@ -17,6 +17,7 @@ from services.notify.domain.rotations import OnCall, Override, Rotation
 from services.notify.domain.subscriptions import Subscription, SubscriptionKind
 from shared.contracts.incidents import Priority
 from shared.contracts.notify import Channel
+from shared.http.fields import LocalTime
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 Identifier = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]{1,64}$")]
@@ -147,7 +148,7 @@ class RotationInput(Input):
     zone: str = Field(description="IANA time zone of the handoff, e.g. Europe/Berlin")
     participants: list[Name] = Field(min_length=1, max_length=100)
     handoff_weekday: int = Field(ge=0, le=6, description="0 = Monday")
-    handoff_time: time = Field(description="Local time in `zone`, e.g. 09:00")
+    handoff_time: LocalTime = Field(description="Local time in `zone`, e.g. 09:00")
     starts: date = Field(description="The first handoff on or after it starts participants[0]")
 
     _zone_known = field_validator("zone")(_zone)
@@ -182,7 +183,7 @@ class RotationRead(BaseModel):
     zone: str
     participants: list[str]
     handoff_weekday: int
-    handoff_time: time
+    handoff_time: LocalTime
     starts: date
     overrides: list[OverrideModel]
 
@@ -229,8 +230,8 @@ class OnCallRead(BaseModel):
 
 class QuietHoursModel(Input):
     zone: str
-    start: time
-    end: time
+    start: LocalTime
+    end: LocalTime
     weekdays: list[int] = Field(list(range(7)), description="Days a window starts on, 0 = Monday")
     suppress: bool = Field(False, description="Drop non-P1 notifications instead of deferring")
 

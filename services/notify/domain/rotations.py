@@ -150,6 +150,13 @@ def _boundaries(rotation: Rotation, after: datetime) -> Iterator[datetime]:
                 continue  # the handoff is yielded next
             yield edge
             continue
+        if edges and any(o.covers(upcoming) for o in rotation.overrides):
+            # Overrides decide who is on call until their next edge, so no handoff before it
+            # changes anything: skip to the first one after it (a long override would otherwise
+            # be walked a week at a time).
+            handoffs = _handoffs_after(rotation, edges[0])
+            upcoming = next(handoffs)
+            continue
         yield upcoming
         upcoming = next(handoffs)
         if not edges:

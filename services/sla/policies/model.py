@@ -50,7 +50,7 @@ def next_status(status: Status, action: Action, what: str) -> Status:
         allowed = sorted(a for (s, a) in TRANSITIONS if s == status)
         raise Conflict(
             f"{what} is {status}: it cannot be {action}d",
-            status=status,
+            current_status=status,
             allowed_actions=allowed,
         )
     return after

@@ -26,12 +26,15 @@ from typing import Any, cast
 
 import faust
 import structlog
+from faust.contrib.opentelemetry import setup_opentelemetry
+from faust.exceptions import ConsumerNotStarted
 
 from services.sla.domain import PolicyCatalog
 from services.sla.processor.catalog import default_catalog
 from services.sla.processor.codec import StateFormatError, stored
 from services.sla.processor.handling import Clock, Handled, SlaProcessor
 from services.sla.processor.kpis import KpiPublisher, KpiRecorder, is_kpi_key
+from services.sla.processor.metrics import faust_consumer_lags
 from services.sla.processor.policies import PolicyFeed
 from services.sla.processor.publishing import FaustSink, RecordSink, normalise_headers
 from services.sla.processor.settings import SlaSettings
@@ -40,6 +43,7 @@ from services.sla.processor.wakeups import Wakeup, WakeupIndex
 from shared.bus.processing import SourcePosition
 from shared.contracts.codec import KafkaRecord
 from shared.contracts.topics import Topic
+from shared.metrics import ConsumerLag
 
 log = structlog.get_logger(__name__)
 
@@ -118,6 +122,9 @@ def create_app(
         web_port=settings.web_port,
         autodiscover=False,
     )
+    # A span per event processed, continuing the record's trace (the aiokafka instrumentation,
+    # installed by the entry point's setup_tracing, adds send and receive spans).
+    setup_opentelemetry(app)
     incidents = platform_topic(app, Topic.INCIDENTS, partitions)
     sla_topic = platform_topic(app, Topic.SLA, partitions)
     dead_letter = platform_topic(app, Topic.DEAD_LETTER, partitions)
@@ -195,6 +202,20 @@ def create_app(
             await processor.send_due()  # queues at most due_batch tickets; never awaits acks
         except Exception:  # the entries moved by tick_retry: they come round again
             log.exception("sla.wakeups.send_failed")
+
+    # The consumer lag of the agents' sources, as the platform's consumers report it
+    # (shared/metrics.py); the processor itself counts timers and alerts.
+    lag = ConsumerLag(settings.app_id)
+    sources = {str(Topic.INCIDENTS), str(Topic.CHANGES), processor.due_topic}
+
+    @app.timer(interval=settings.metrics_interval, name="sla-metrics")  # type: ignore[untyped-decorator]
+    async def measure_lag() -> None:
+        try:
+            lag.report(faust_consumer_lags(app.consumer, sources))
+        except ConsumerNotStarted:
+            pass  # still starting up: nothing assigned yet
+        except Exception:  # a metric never stops the worker; the next run measures again
+            log.exception("sla.metrics.lag_failed")
 
     components = SlaComponents(
         settings, processor, index, table, incident_events, due_records, topics,

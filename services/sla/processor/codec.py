@@ -321,22 +321,27 @@ def to_table_value(
     partition: int,
     refs: TargetRefs | None = None,
     kpi: Mapping[str, Any] | None = None,
+    trace: str = "",
 ) -> str:
     """The table value (format 2) of `state`, stored in `partition`, with the ticket's KPI
-    document (`kpis.py`) beside it."""
+    document (`kpis.py`) beside it, and the reference of the ticket's trace (see
+    `shared.telemetry.trace_reference`) when it has one: its breaches join that trace. Lines:
+    header and state, KPI document, trace reference (absent in values stored before it)."""
     wakeup = next_wakeup(state)
     header = f"{FORMAT};{partition};{'' if wakeup is None else _us(wakeup)};"
     body = json.dumps(state_to_row(state, refs), **_COMPACT)  # type: ignore[arg-type]
-    return f"{header}{body}\n{json.dumps(kpi, **_COMPACT)}"  # type: ignore[arg-type]
+    value = f"{header}{body}\n{json.dumps(kpi, **_COMPACT)}"  # type: ignore[arg-type]
+    return f"{value}\n{trace}" if trace else value
 
 
-def _parts(value: str) -> tuple[int, int | None, str, str]:
+def _parts(value: str) -> tuple[int, int | None, str, str, str]:
     try:
         version, partition, wakeup, rest = value.split(";", 3)
         if int(version) != FORMAT:
             raise StateFormatError(f"unsupported SLA table value format {version!r}")
-        state, _, kpi = rest.partition("\n")
-        return int(partition), int(wakeup) if wakeup else None, state, kpi
+        state, _, rest = rest.partition("\n")
+        kpi, _, trace = rest.partition("\n")
+        return int(partition), int(wakeup) if wakeup else None, state, kpi, trace
     except ValueError as exc:
         if isinstance(exc, StateFormatError):
             raise
@@ -345,7 +350,7 @@ def _parts(value: str) -> tuple[int, int | None, str, str]:
 
 def stored(value: Any) -> Stored:
     if isinstance(value, str):
-        partition, wakeup, _, _ = _parts(value)
+        partition, wakeup, _, _, _ = _parts(value)
         return Stored(partition=partition, wakeup=_opt_at(wakeup))
     _check_format(value)
     return Stored(partition=int(value["partition"]), wakeup=_opt_parse(value["wakeup"]))
@@ -354,7 +359,7 @@ def stored(value: Any) -> Stored:
 def from_table_value(value: Any, refs: TargetRefs | None = None) -> SlaState:
     """The state in a table value of either format; `refs` resolves target references."""
     if isinstance(value, str):
-        _, _, state, _ = _parts(value)
+        _, _, state, _, _ = _parts(value)
         try:
             row = json.loads(state)
         except ValueError as exc:
@@ -377,6 +382,11 @@ def kpi_document(value: Any) -> Mapping[str, Any] | None:
         return doc if isinstance(doc, Mapping) else None
     doc = value.get("kpi") if isinstance(value, Mapping) else None
     return doc if isinstance(doc, Mapping) else None
+
+
+def stored_trace(value: Any) -> str:
+    """The trace reference stored with a ticket's state ("" if none)."""
+    return _parts(value)[4] if isinstance(value, str) else ""
 
 
 def _check_format(value: Any) -> None:

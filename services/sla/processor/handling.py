@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -32,6 +33,7 @@ from typing import Any, Literal, Protocol, cast
 
 import structlog
 from aiokafka.errors import KafkaError
+from opentelemetry import trace
 from pydantic import ValidationError
 
 from services.sla.domain import (
@@ -54,6 +56,7 @@ from services.sla.processor.codec import (
     Due,
     StateFormatError,
     from_table_value,
+    stored_trace,
     to_table_value,
 )
 from services.sla.processor.kpis import (
@@ -63,6 +66,7 @@ from services.sla.processor.kpis import (
     ticket_kpi_document,
     ticket_kpis,
 )
+from services.sla.processor.metrics import count_alerts, track_open_timers
 from services.sla.processor.publishing import RecordSink, fact_envelopes, fact_records
 from services.sla.processor.targets import TargetRefs
 from services.sla.processor.wakeups import WakeupIndex
@@ -74,6 +78,7 @@ from shared.contracts.envelope import Envelope
 from shared.contracts.incidents import IncidentEvent
 from shared.contracts.registry import UnknownEventType, contract_for, is_registered, validate_data
 from shared.contracts.sla import SlaEvent
+from shared.telemetry import context_of, current_traceparent, trace_reference
 
 log = structlog.get_logger(__name__)
 
@@ -84,6 +89,23 @@ Clock = Callable[[], datetime]
 # as applied), and positions stay increasing along the due partition.
 DUE_SLOTS = 1 << 16
 DEFAULT_DUE_BATCH = 2000
+_tracer = trace.get_tracer("itsm.sla")
+# A due ticket's new state, its alerts, KPI plan and trace reference, stored after the publish.
+Fired = tuple[SlaState, list[Envelope], "tuple[TicketKpiView | None, KpiPlan] | None", str]
+
+
+@contextmanager
+def alerts_span(trace_reference: str, ticket_id: str) -> Iterator[None]:
+    """A span in the ticket's own trace (the incident's) for the alerts a wake-up found due,
+    linked to the due record's span that found them."""
+    tick = trace.get_current_span().get_span_context()
+    with _tracer.start_as_current_span(
+        "sla alerts due",
+        context=context_of(trace_reference),
+        links=[trace.Link(tick)] if tick.is_valid else None,
+        attributes={"itsm.ticket_id": ticket_id},
+    ):
+        yield
 
 
 class StateTable(Protocol):
@@ -136,6 +158,7 @@ class SlaProcessor:
         self.sink = sink
         self.catalog = catalog
         self.index = index
+        track_open_timers(index)
         self.sla_topic = sla_topic
         self.due_topic = due_topic
         self.dead_letter_topic = dead_letter_topic
@@ -187,7 +210,7 @@ class SlaProcessor:
         if not _is_incident_event(envelope.type):
             handled.outcome = "ignored"  # another aggregate's event, or a type we do not know
             return
-        state = self._load(ticket_id)
+        state, trace = self._load(ticket_id)
         view = self._kpi_view(ticket_id, state)
         sequence = envelope.sequence or None  # 0: not sequenced, always applied
         if sequence is not None and sequence <= state.applied_sequence:
@@ -209,7 +232,7 @@ class SlaProcessor:
             )
             kpi = (view, kpi_plan)
         handled.facts = await self._commit(
-            updated, facts, handled.position.partition, envelope.traceparent, kpi
+            updated, facts, handled.position.partition, current_traceparent(), kpi, trace
         )
         handled.outcome = "applied"
 
@@ -225,12 +248,14 @@ class SlaProcessor:
             view = TicketKpiView.of_ticket(state.ticket)  # stored before the KPIs existed
         return view
 
-    def _load(self, ticket_id: str) -> SlaState:
+    def _load(self, ticket_id: str) -> tuple[SlaState, str]:
+        """The ticket's state and the reference of its trace: the one stored (the trace of
+        the event that opened it), else the current event's."""
         value = self.table.get(ticket_id)
         if value is None:
-            return new_state(ticket_id)
+            return new_state(ticket_id), trace_reference()
         try:
-            return from_table_value(value, self.targets)
+            return from_table_value(value, self.targets), stored_trace(value) or trace_reference()
         except StateFormatError as exc:
             raise PermanentEventError(str(exc)) from exc
 
@@ -248,6 +273,7 @@ class SlaProcessor:
         partition: int,
         traceparent: str | None = None,
         kpi: tuple[TicketKpiView | None, KpiPlan] | None = None,
+        trace: str = "",
     ) -> list[Envelope]:
         envelopes = fact_envelopes(state, facts, traceparent=traceparent)
         if envelopes:
@@ -255,7 +281,8 @@ class SlaProcessor:
                 await self.sink.send_many(self.sla_topic, fact_records(envelopes))
             except KafkaError as exc:
                 raise TransientError(f"publishing SLA facts failed: {exc!r}") from exc
-        self._store(state, partition, kpi)
+        self._store(state, partition, kpi, trace)
+        count_alerts(envelopes)
         return envelopes
 
     def _store(
@@ -263,10 +290,12 @@ class SlaProcessor:
         state: SlaState,
         partition: int,
         kpi: tuple[TicketKpiView | None, KpiPlan] | None = None,
+        trace: str = "",
     ) -> None:
         """Store the state (its facts are acknowledged), then apply its KPI plan."""
         kpi_doc = ticket_kpi_document(*kpi) if kpi is not None else None
-        self.table[state.ticket_id] = to_table_value(state, partition, self.targets, kpi_doc)
+        value = to_table_value(state, partition, self.targets, kpi_doc, trace)
+        self.table[state.ticket_id] = value
         if kpi is not None and self.kpis is not None:
             self.kpis.apply(kpi[1])  # the plan rides with the state: see kpis.py
         self.index.schedule(state.ticket_id, partition, next_wakeup(state))
@@ -355,14 +384,13 @@ class SlaProcessor:
             return handled
         if len(due.ticket_ids) == 1:
             handled.ticket_id = due.ticket_ids[0]
-        fired: list[tuple[SlaState, list[Envelope], tuple[TicketKpiView | None, KpiPlan] | None]]
-        fired = []
+        fired: list[Fired] = []
         for slot, ticket_id in enumerate(due.ticket_ids):
             self._in_flight.pop(ticket_id, None)
             found = self._due_state(ticket_id, position.partition)
             if found is None:
                 continue
-            state, view = found
+            state, view, trace = found
             updated, alerts = due_alerts(state, due.now)
             if not alerts:
                 self.index.schedule(ticket_id, position.partition, next_wakeup(state))
@@ -375,10 +403,12 @@ class SlaProcessor:
                     position.topic, position.partition, offset, items, seen=due.now
                 )
                 kpi = (view, kpi_plan)
-            fired.append((updated, fact_envelopes(updated, alerts), kpi))
+            with alerts_span(trace, ticket_id):  # the breach joins its incident's trace
+                envelopes = fact_envelopes(updated, alerts, traceparent=current_traceparent())
+            fired.append((updated, envelopes, kpi, trace))
         if not fired:
             return handled
-        records = [record for _, envelopes, _ in fired for record in fact_records(envelopes)]
+        records = [record for _, envelopes, _, _ in fired for record in fact_records(envelopes)]
         try:
             await self.sink.send_many(self.sla_topic, records)
         except (TransientError, KafkaError) as exc:
@@ -386,16 +416,18 @@ class SlaProcessor:
             log.warning("sla.due.publish_failed", tickets=len(fired), error=str(exc))
             handled.outcome, handled.reason = "ignored", str(exc)
             return handled
-        for updated, envelopes, kpi in fired:
-            self._store(updated, position.partition, kpi)
+        for updated, envelopes, kpi, trace in fired:
+            self._store(updated, position.partition, kpi, trace)
             handled.facts.extend(envelopes)
+        count_alerts(handled.facts)
         handled.outcome = "applied"
         return handled
 
     def _due_state(
         self, ticket_id: str, partition: int
-    ) -> tuple[SlaState, TicketKpiView | None] | None:
-        """A due ticket's state and KPI view; None (and no wake-up) when there is none to read."""
+    ) -> tuple[SlaState, TicketKpiView | None, str] | None:
+        """A due ticket's state, KPI view and trace reference; None (and no wake-up) when there
+        is none to read."""
         value = self.table.get(ticket_id)
         if value is None:
             self.index.schedule(ticket_id, partition, None)
@@ -406,7 +438,7 @@ class SlaProcessor:
             log.error("sla.state.unreadable", ticket_id=ticket_id, error=str(exc))
             self.index.schedule(ticket_id, partition, None)
             return None
-        return state, self._kpi_view(ticket_id, state)
+        return state, self._kpi_view(ticket_id, state), stored_trace(value)
 
     def _evict(self, keys: list[str], handled: Handled) -> Handled:
         """Delete final KPI partials whose final snapshot is published (the KPI timer asks)."""

@@ -57,6 +57,12 @@ class SlaSettings(ServiceSettings):
     session_timeout: float = Field(10.0, ge=6, le=1800)
     web_enabled: bool = False
     web_port: int = Field(6066, ge=1, le=65535)
+    # Prometheus metrics at http://<metrics_host>:<metrics_port>/metrics (0: not served). Not
+    # Faust's web server: that one shows the tables, so it stays on loopback.
+    metrics_port: int = Field(0, ge=0, le=65535)
+    metrics_host: str = "0.0.0.0"  # noqa: S104 -- Prometheus scrapes it from another host
+    # How often the worker measures the consumer lag of its source partitions (seconds).
+    metrics_interval: float = Field(5.0, gt=0, le=300)
     # Per-priority replacements for the default catalog's targets, e.g.
     # ITSM_SLA_TARGETS='{"P1": {"first_response": 120}}'.
     targets: dict[Priority, TargetOverride] = Field(default_factory=dict)

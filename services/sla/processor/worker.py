@@ -21,54 +21,20 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any, cast
 
 import structlog
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import KafkaError
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from services.sla.processor.app import create_app
 from services.sla.processor.settings import SlaSettings
+from shared.bus.offsets import start_new_group_at_the_end
 from shared.logs import configure_logging
+from shared.metrics import serve_metrics
 from shared.telemetry import setup_tracing
 
 log = structlog.get_logger(__name__)
-
-
-async def start_new_group_at_the_end(settings: SlaSettings, topics: Iterable[str]) -> int:
-    """Commit the end offsets of those `topics` on which the app's consumer group has no offset
-    at all (a new group, or a topic it newly consumes); how many partitions were committed. The
-    broker refuses the commit once the group has members: another worker is running (its
-    offsets are the group's), and Faust starts those partitions at `earliest`."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap,
-        group_id=settings.app_id,
-        client_id=f"{settings.app_id}-offsets",
-        enable_auto_commit=False,
-    )
-    await consumer.start()
-    try:
-        await consumer._client.force_metadata_update()  # topics() does not refresh the cache
-        tps = [
-            TopicPartition(topic, p)
-            for topic in sorted(set(topics))
-            for p in sorted(consumer.partitions_for_topic(topic) or ())
-        ]
-        started = {tp.topic for tp in tps if await consumer.committed(tp) is not None}
-        fresh = [tp for tp in tps if tp.topic not in started]
-        if fresh:
-            ends = await consumer.end_offsets(fresh)
-            consumer.assign(fresh)
-            await consumer.commit({tp: ends[tp] for tp in fresh})
-            log.info("sla.group.started_at_end", group=settings.app_id, partitions=len(fresh))
-        return len(fresh)
-    except KafkaError as exc:
-        log.info("sla.group.not_started_at_end", group=settings.app_id, reason=repr(exc))
-        return 0
-    finally:
-        await consumer.stop()
 
 
 def rewind_uncommitted_partitions() -> None:
@@ -96,7 +62,7 @@ def rewind_uncommitted_partitions() -> None:
 def main(argv: list[str] | None = None) -> None:
     settings = SlaSettings()
     configure_logging(settings.log_level, json=settings.log_json)
-    setup_tracing(settings.service_name)
+    setup_tracing("itsm-sla-processor")
     app = create_app(settings.model_copy(update={"auto_offset_reset": "earliest"}))
     rewind_uncommitted_partitions()
     args = list(sys.argv[1:] if argv is None else argv) or ["worker", "--loglevel=info"]
@@ -104,11 +70,16 @@ def main(argv: list[str] | None = None) -> None:
         consumed = [name for agent in app.agents.values() for name in agent.channel.topics]
         loop = asyncio.new_event_loop()  # not Faust's: it starts its own below
         try:
-            loop.run_until_complete(start_new_group_at_the_end(settings, consumed))
+            loop.run_until_complete(
+                start_new_group_at_the_end(settings.kafka_bootstrap, settings.app_id, consumed)
+            )
         finally:
             loop.close()
     if args[0] == "worker" and not settings.web_enabled and "--with-web" not in args:
         args.append("--without-web")  # Faust's CLI starts the web server unless told not to
+    if args[0] == "worker" and settings.metrics_port:
+        serve_metrics(settings.metrics_port, settings.metrics_host)
+        log.info("sla.metrics.serving", port=settings.metrics_port)
     sys.argv = [sys.argv[0], *args]
     app.main()
 
