@@ -28,6 +28,7 @@ from typing import Any
 import httpx
 import pytest
 from aiosmtpd.controller import Controller
+from opentelemetry.instrumentation.utils import suppress_http_instrumentation
 
 from shared.bus.offsets import start_new_group_at_the_end
 from shared.contracts.topics import Topic
@@ -184,11 +185,15 @@ async def test_one_trace_follows_an_incident_from_the_request_to_the_escalation_
                 assert response.status_code == 200, response.text
 
                 requester = {"Authorization": f"Bearer {mint('rita', 'requester')}"}
-                response = await api.post(
-                    "/api/v1/incidents",
-                    json={"title": "Checkout is down", "impact": 1, "urgency": 1},
-                    headers=requester,
-                )
+                # The request starts the trace: this test process may have httpx instrumented
+                # (another test's app did it) with spans off, and an unsampled `traceparent`
+                # from the caller would, rightly, keep the platform from sampling the trace.
+                with suppress_http_instrumentation():
+                    response = await api.post(
+                        "/api/v1/incidents",
+                        json={"title": "Checkout is down", "impact": 1, "urgency": 1},
+                        headers=requester,
+                    )
                 assert response.status_code == 201, response.text
                 incident_id = response.json()["id"]
 
