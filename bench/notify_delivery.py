@@ -418,6 +418,7 @@ def start_service(
     env.update(
         ITSM_AUTH_MODE="dev",
         ITSM_DEV_SIGNING_KEY=signing_key,
+        ITSM_API_RATE_PER_SECOND="0",  # one token drives the load: the per-client limit is off
         ITSM_MONGO_URL=args.mongo_url,
         ITSM_MONGO_DATABASE=database,
         ITSM_KAFKA_BOOTSTRAP=args.kafka_bootstrap,

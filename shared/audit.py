@@ -55,3 +55,43 @@ def audit_entry(
         "reason": reasons[0] if reasons else None,
         "visibility": "internal" if internal and set(kinds) <= internal else "public",
     }
+
+
+# --- privileged actions (the platform-wide audit log) ---------------------------------------
+
+PRIVILEGED_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def privileged_entry(
+    *,
+    entry_id: str,
+    at: datetime,
+    service: str,
+    area: str,
+    actor: str,
+    roles: Sequence[str],
+    source_address: str,
+    method: str,
+    route: str,
+    path: str,
+    target: dict[str, str],
+    status: int,
+) -> dict[str, Any]:
+    """One privileged request: who, when, from where, what, and how it ended (`done` for 2xx,
+    `refused` for 4xx, `failed` for 5xx)."""
+    outcome = "done" if status < 400 else "refused" if status < 500 else "failed"
+    return {
+        "_id": entry_id,
+        "at": at,
+        "service": service,
+        "area": area,
+        "actor": actor,
+        "roles": sorted(roles),
+        "source_address": source_address,
+        "method": method,
+        "route": route,
+        "path": path,
+        "target": dict(target),
+        "status": status,
+        "outcome": outcome,
+    }

@@ -14,10 +14,14 @@ from fastapi import APIRouter, FastAPI
 
 from shared.auth.tokens import TokenVerifier
 from shared.bus.kafka import KafkaBus
+from shared.bus.limits import fetch_limits
 from shared.bus.memory import InMemoryBus
 from shared.bus.port import Bus
+from shared.bus.security import kafka_client_kwargs
 from shared.bus.topics import platform_topics
 from shared.http.app import create_service_app
+from shared.http.audit import COLLECTION as AUDIT_COLLECTION
+from shared.http.ratelimit import Rate, RateLimitPolicy
 from shared.logs import configure_logging
 from shared.settings import ServiceSettings
 from shared.store.memory import InMemoryDatabase
@@ -77,6 +81,11 @@ def verifier_from(settings: ServiceSettings) -> TokenVerifier:
         issuer=settings.jwt_issuer,
         audience=settings.jwt_audience,
         dev_signing_key=settings.dev_signing_key.get_secret_value(),
+        dev_previous_key=(
+            settings.dev_signing_previous_key.get_secret_value()
+            if settings.dev_signing_previous_key
+            else None
+        ),
     )
 
 
@@ -89,6 +98,8 @@ async def connect(settings: ServiceSettings) -> Runtime:
         settings.kafka_bootstrap,
         client_id=settings.service_name,
         replication_factor=settings.topic_replication_factor,
+        security=kafka_client_kwargs(settings),
+        fetch=fetch_limits(settings),
     )
     await bus.start()
     await bus.ensure_topics(platform_topics(settings.topic_partitions))
@@ -122,10 +133,21 @@ def in_memory(settings: ServiceSettings, bus: InMemoryBus | None = None) -> Runt
 
 def attach(app: FastAPI, runtime: Runtime, unit: ServiceUnit) -> None:
     app.state.token_verifier = runtime.verifier
+    app.state.audit_log = runtime.database[AUDIT_COLLECTION]
     app.state.clock = runtime.clock
     app.state.readiness_checks.update(runtime.readiness)
     for key, value in unit.state.items():
         setattr(app.state, key, value)
+
+
+def rate_limit_policy(settings: ServiceSettings) -> RateLimitPolicy:
+    return RateLimitPolicy(
+        api=Rate(settings.api_rate_per_second, settings.api_rate_burst),
+        intake=Rate(settings.intake_rate_per_second, settings.intake_rate_burst),
+        intake_paths=tuple(settings.intake_paths),
+        max_clients=settings.rate_limit_max_clients,
+        trusted_proxies=tuple(settings.trusted_proxies),
+    )
 
 
 def service_app(
@@ -162,6 +184,7 @@ def service_app(
         service=settings.service_name,
         lifespan=lifespan,
         max_body_bytes=settings.max_body_bytes,
+        rate_limits=rate_limit_policy(settings),
         description=description,
     )
     for router in routers:

@@ -8,6 +8,7 @@ Usage::
     python -m devtools.localstack logs [kafka|ferretdb ...] [-n LINES] [-f]
     python -m devtools.localstack env [--export]
     python -m devtools.localstack provision [kafka|ferretdb ...]
+    python -m devtools.localstack secure up|down|status|env [PRINCIPAL] [--mtls]
 
 Downloads and builds go to the shared cache dir (``ITSM_CACHE_DIR``, default
 ``${XDG_CACHE_HOME:-~/.cache}/itsm-platform``): Kafka jars are fetched from Maven Central with
@@ -26,7 +27,9 @@ it is importable (plain TCP connect otherwise).
 Package layout: ``config`` (versions, ports, cache/state dirs, component table), ``logs``
 (messages, log tails), ``files`` (locks, atomic cache builds), ``process`` (spawn/stop, pid files,
 ports), ``kafka`` and ``ferretdb`` (provisioning, configuration, readiness), ``stack`` (shared
-stack lifecycle) and ``cli``. Everything public is re-exported here.
+stack lifecycle) and ``cli``; ``secure`` (with ``certs`` and ``acls``) runs a second, secured
+broker: SASL/SCRAM over TLS, mTLS and ACLs (it needs ``cryptography`` and ``aiokafka``).
+Everything public is re-exported here.
 """
 
 from __future__ import annotations

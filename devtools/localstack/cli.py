@@ -55,12 +55,51 @@ def _parser() -> argparse.ArgumentParser:
     p_env.add_argument("--export", action="store_true", help="prefix lines with `export`")
     p_prov = sub.add_parser("provision", help="only download/build into the cache dir")
     _add_components(p_prov)
+    p_secure = sub.add_parser(
+        "secure", help="a second broker with SASL/SCRAM over TLS, mTLS and ACLs (secure.py)"
+    )
+    p_secure.add_argument("action", choices=["up", "down", "status", "env"])
+    p_secure.add_argument("principal", nargs="?", default="admin", help="for env (admin)")
+    p_secure.add_argument("--mtls", action="store_true", help="env: the mTLS listener")
+    p_secure.add_argument("--export", action="store_true", help="env: prefix with `export`")
+    p_secure.add_argument("--purge", action="store_true", help="down: delete data, CA, users")
+    p_secure.add_argument(
+        "--timeout", type=float, default=DEFAULT_TIMEOUT, help=f"seconds ({DEFAULT_TIMEOUT:.0f})"
+    )
     return parser
+
+
+def _secure(args: argparse.Namespace) -> int:
+    from devtools.localstack.secure import SecureBroker, iter_env
+
+    broker = SecureBroker.default()
+    if args.action == "up":
+        pid = broker.up(timeout=args.timeout)
+        _say(f"secured kafka: pid {pid}, SASL_SSL {broker.sasl_bootstrap}, mTLS "
+             f"{broker.mtls_bootstrap}, CA {broker.ca_file}, log {broker.log_path}")  # fmt: skip
+    elif args.action == "down":
+        broker.down(purge=args.purge)
+    elif args.action == "status":
+        running = broker.running_pid()
+        state = "stopped" if running is None else ("running" if broker.ready() else "not-answering")
+        print(f"kafka-secure {state:<13} pid {running or '-':<8} {broker.sasl_bootstrap} "
+              f"{broker.mtls_bootstrap} {broker.log_path}")  # fmt: skip
+        return 0 if state == "running" else EXIT_NOT_RUNNING
+    else:
+        for line in iter_env(broker.env(args.principal, mtls=args.mtls), args.export):
+            print(line)
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns the process exit status."""
     args = _parser().parse_args(argv)
+    if args.command == "secure":
+        try:
+            return _secure(args)
+        except LocalstackError as exc:
+            _say(f"error: {exc}")
+            return EXIT_ERROR
     names: list[str] = list(getattr(args, "components", None) or COMPONENT_NAMES)
     try:
         if args.command == "up":

@@ -65,6 +65,8 @@ class ChangeRepository(AggregateRepository[Change]):
         await self.collection.create_index([("configuration_items", 1), ("status", 1)])
         await self.collection.create_index([("window.start", 1), ("window.end", 1)])
         await self.collection.create_index([("requester", 1), ("created_at", -1)])
+        await self.collection.create_index([("caused_incidents", 1)])
+        await self.collection.create_index([("suggested_incidents", 1)])
 
     async def holding(self, items: tuple[str, ...], window: Window) -> list[Change]:
         """Approved changes on any of `items` whose window overlaps `window` (index-backed)."""
@@ -123,6 +125,7 @@ class ChangeFilter:
     item: str | None = None
     service: str | None = None
     text: str | None = None
+    incident: str | None = None  # linked to it: named in it (caused) or suggested
 
     def query(self) -> dict[str, Any]:
         query: dict[str, Any] = {
@@ -139,6 +142,12 @@ class ChangeFilter:
         }
         if self.text:
             query["title"] = {"$regex": re.escape(self.text[:100]), "$options": "i"}
+        if self.incident is not None:
+            # two plain equalities on multikey-indexed arrays: MongoDB uses one index per branch
+            query["$or"] = [
+                {"caused_incidents": self.incident},
+                {"suggested_incidents": self.incident},
+            ]
         return query
 
 

@@ -34,6 +34,8 @@ async def on_alert(incidents: Incidents, envelope: Envelope, *, now: datetime) -
         fired = AlertFired.model_validate(envelope.data)
         incident = await incidents.repo.open_for_alert(fired.fingerprint)
         if incident is None:
+            if domain.counted(await incidents.repo.last_for_alert(fired.fingerprint), fired):
+                return  # this firing's incident was resolved since: a redelivery, not news
             number = f"INC{await incidents.next_number():07d}"
             outcome = domain.open_from_alert(
                 fired, incident_id=uuid7(), number=number, reporter=actor, now=now,

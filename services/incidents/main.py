@@ -34,6 +34,7 @@ class IncidentsSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="ITSM_INCIDENTS_", extra="ignore")
 
     service_name: str = "incidents"
+    intake_paths: list[str] = ["/api/v1/alerts/"]  # the Alertmanager webhook's stricter buckets
     priority_matrix: str = Field(ITIL_MATRIX, description="rows: impact 1..3; columns: urgency")
     reopen_window_days: float = Field(7, ge=0)
     auto_close_days: float = Field(3, ge=0)

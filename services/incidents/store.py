@@ -69,6 +69,12 @@ class IncidentRepository(AggregateRepository[Incident]):
         )
         return found[0] if found else None
 
+    async def last_for_alert(self, fingerprint: str) -> Incident | None:
+        """The incident the alert last opened, open or not (None if it never opened one)."""
+        async with translated_errors():
+            pointer = await self.alert_index.find_one({"_id": fingerprint})
+        return None if pointer is None else await self.get(pointer["incident_id"])
+
     async def remember_alert(self, fingerprint: str, incident_id: str) -> None:
         async with document_lock(self.alert_index, fingerprint), translated_errors():
             await self.alert_index.update_one(

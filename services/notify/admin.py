@@ -9,6 +9,7 @@ from dataclasses import replace
 from datetime import datetime
 
 from services.notify.documents import Group, Person, StoredRotation
+from services.notify.domain import rotations
 from services.notify.domain.policies import EscalationPolicy
 from services.notify.domain.rotations import Override, Rotation
 from services.notify.handlers import Notify
@@ -115,10 +116,20 @@ async def change_rotation(
 
 
 async def add_override(
-    notify: Notify, rotation_id: str, override: Override, *, expected: int | None
+    notify: Notify,
+    rotation_id: str,
+    override: Override,
+    *,
+    expected: int | None,
+    now: datetime,
+    cap: int,
 ) -> StoredRotation:
+    """Add an override; at most `cap` of a rotation's overrides may be still to end (409)."""
     return await change_rotation(
-        notify, rotation_id, lambda r: r.with_override(override), expected=expected
+        notify,
+        rotation_id,
+        lambda r: rotations.add_override(r, override, now=now, cap=cap),
+        expected=expected,
     )
 
 

@@ -191,6 +191,7 @@ def subscription_from_document(document: Document) -> Subscription:
 class WebhookEndpoint:
     url: str = field(repr=False)  # may carry a token: never logged
     secret: str = field(repr=False)
+    previous_secret: str | None = field(default=None, repr=False)  # still signs (rotation)
 
 
 @dataclass(frozen=True)
@@ -223,13 +224,20 @@ def person_to_document(person: Person) -> Document:
         "version": person.version,
         "name": person.name,
         "email": person.email,
-        "webhook": None
-        if person.webhook is None
-        else {"url": person.webhook.url, "secret": person.webhook.secret},
+        "webhook": webhook_to_document(person.webhook),
         "slack_url": person.slack_url,
         "teams_url": person.teams_url,
         "quiet_hours": quiet_to_document(person.quiet_hours),
     }
+
+
+def webhook_to_document(webhook: WebhookEndpoint | None) -> Document | None:
+    if webhook is None:
+        return None
+    document: Document = {"url": webhook.url, "secret": webhook.secret}
+    if webhook.previous_secret:
+        document["previous_secret"] = webhook.previous_secret
+    return document
 
 
 def person_from_document(document: Document) -> Person:
@@ -239,7 +247,9 @@ def person_from_document(document: Document) -> Person:
         version=int(document["version"]),
         name=document.get("name"),
         email=document.get("email"),
-        webhook=WebhookEndpoint(webhook["url"], webhook["secret"]) if webhook else None,
+        webhook=WebhookEndpoint(webhook["url"], webhook["secret"], webhook.get("previous_secret"))
+        if webhook
+        else None,
         slack_url=document.get("slack_url"),
         teams_url=document.get("teams_url"),
         quiet_hours=quiet_from_document(document.get("quiet_hours")),

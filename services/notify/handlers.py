@@ -21,13 +21,15 @@ import structlog
 from services.notify.delivery_log import DeliveryRepository
 from services.notify.domain import book as books
 from services.notify.domain.book import Fired, TicketEscalations
-from services.notify.domain.escalation import Escalation
+from services.notify.domain.escalation import Escalation, awaits_acknowledgement
 from services.notify.domain.model import AckVia, Trigger
 from services.notify.domain.policies import PolicyCatalog
 from services.notify.domain.recipients import Directory
 from services.notify.domain.subscriptions import subscription_notifications
 from services.notify.domain.triggers import (
     Settlement,
+    TicketView,
+    concerns_notify,
     follow,
     incident_trigger,
     settlement,
@@ -88,6 +90,7 @@ class Notify:
         await self.policies.ensure_indexes()
         await self.subscriptions.ensure_indexes()
         await self.escalations.ensure_indexes()
+        await self.escalations.backfill_awaiting()
         await self.deliveries.ensure_indexes()
 
 
@@ -174,8 +177,10 @@ async def on_sla_event(notify: Notify, envelope: Envelope, *, now: datetime) -> 
     if not is_registered(envelope.type):
         return
     event = contract_for(envelope.type).model_validate(envelope.data)
-    if not isinstance(event, SlaEvent):
+    if not isinstance(event, SlaEvent) or not concerns_notify(event):
         return
+    if 0 < envelope.sequence < await notify.views.last_sla_sequence(event.ticket_id):
+        return  # older than a fact already applied: a stale breach must page no one
     settled = settlement(event)
     if settled is not None:
         await change_book(notify, event.ticket_id, _settle(settled, now), now, create=False)
@@ -183,6 +188,8 @@ async def on_sla_event(notify: Notify, envelope: Envelope, *, now: datetime) -> 
     trigger = sla_trigger(envelope.id, event, view)
     if trigger is not None:
         await _escalate(notify, trigger, now)
+    if envelope.sequence > 0:
+        await notify.views.applied_sla_sequence(event.ticket_id, envelope.sequence)
 
 
 async def on_incident_event(notify: Notify, envelope: Envelope, *, now: datetime) -> None:
@@ -194,6 +201,11 @@ async def on_incident_event(notify: Notify, envelope: Envelope, *, now: datetime
     if not isinstance(event, IncidentEvent):
         return
     view, last = await notify.views.get(event.incident_id)
+    if 0 < envelope.sequence < last:
+        # Older than the last event applied, whose work (and its own) was done before it:
+        # a stale copy must neither start escalations nor notify anyone. The last one itself
+        # (sequence == last) goes on: its redelivery completes what a crash interrupted.
+        return
     if envelope.sequence > last:
         view = follow(view, event)
         if not await notify.views.put(view, envelope.sequence, last):
@@ -233,6 +245,23 @@ async def find_escalation(notify: Notify, escalation_id: str) -> Escalation:
     return stored.book.get(escalation_id)
 
 
+async def awaiting_acknowledgement(
+    notify: Notify, paged: str | None, *, limit: int, offset: int
+) -> tuple[list[tuple[Escalation, TicketView | None]], int]:
+    """A page of the escalations someone may still take that paged `paged` (None: anyone's),
+    longest waiting first, each with its ticket as notify knows it, and how many there are."""
+    waiting = [
+        e
+        for stored in await notify.escalations.awaiting(paged)
+        for e in stored.book.escalations
+        if awaits_acknowledgement(e) and (paged is None or paged in e.notified)
+    ]
+    waiting.sort(key=lambda e: (e.started_at, e.id))
+    page = waiting[offset : offset + limit]
+    views = await notify.views.many(sorted({e.trigger.ticket_id for e in page}))
+    return [(e, views.get(e.trigger.ticket_id)) for e in page], len(waiting)
+
+
 async def acknowledge(
     notify: Notify, escalation_id: str, *, by: str, via: AckVia, now: datetime
 ) -> Escalation:
@@ -254,6 +283,7 @@ __all__ = [
     "Notify",
     "UsedTokens",
     "acknowledge",
+    "awaiting_acknowledgement",
     "change_book",
     "find_escalation",
     "fire_due",

@@ -82,8 +82,8 @@ class NotifySettings(ServiceSettings):
     ack_link_ttl_hours: float = Field(24, gt=0, le=24 * 30)
     ticket_link_path: str = "/api/v1/incidents/{ticket_id}"
 
-    connect_timeout_seconds: float = Field(5, gt=0)
-    total_timeout_seconds: float = Field(15, gt=0)
+    connect_timeout_seconds: float = Field(5, gt=0, le=60)  # every outbound call is bounded
+    total_timeout_seconds: float = Field(15, gt=0, le=300)
     retry_max_attempts: int = Field(5, ge=1, le=50)
     retry_base_seconds: float = Field(2, gt=0)
     retry_cap_seconds: float = Field(300, gt=0)
@@ -96,6 +96,9 @@ class NotifySettings(ServiceSettings):
     delivery_poll_seconds: float = Field(1.0, gt=0)
     delivery_concurrency: int = Field(8, ge=1, le=256)
     ticker_resync_seconds: float = Field(30, gt=0)
+    # Overrides of one rotation that have not ended (a new one beyond it: 409); of those that
+    # have, as many are kept (the oldest are dropped), so on-call work stays bounded.
+    max_rotation_overrides: int = Field(200, ge=1, le=10_000)
 
     def rules(self) -> DeliveryRules:
         return DeliveryRules(
@@ -265,6 +268,7 @@ async def build(settings: ServiceSettings, runtime: Runtime) -> ServiceUnit:
             "notify_ticker": ticker,
             "notify_worker": worker,
             "notify_relay": relay,
+            "notify_override_cap": config.max_rotation_overrides,
         },
         start=start,
         stop=stop,

@@ -55,7 +55,8 @@ def route(notification: Notification, person: Person | None, smtp_endpoint: str)
         return Route(EmailTarget(person.email, person.name), person.email, smtp_endpoint)
     if channel == "webhook" and person.webhook:
         host = endpoint_host(person.webhook.url)
-        return Route(WebhookTarget(person.webhook.url, person.webhook.secret), host, host)
+        hook = person.webhook
+        return Route(WebhookTarget(hook.url, hook.secret, hook.previous_secret), host, host)
     if channel == "slack" and person.slack_url:
         host = endpoint_host(person.slack_url)
         return Route(SlackTarget(person.slack_url), host, host)

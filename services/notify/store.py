@@ -14,6 +14,7 @@ from services.notify import documents as docs
 from services.notify.documents import Group, Person, StoredRotation
 from services.notify.domain.book import TicketEscalations
 from services.notify.domain.book import next_wakeup as book_wakeup
+from services.notify.domain.escalation import awaits_acknowledgement
 from services.notify.domain.policies import EscalationPolicy, PolicyCatalog
 from services.notify.domain.subscriptions import Subscription
 from services.notify.domain.triggers import TicketView
@@ -26,8 +27,10 @@ from shared.store.repository import AggregateRepository
 POLICIES = "notify_policies"
 SUBSCRIPTIONS = "notify_subscriptions"
 VIEWS = "notify_ticket_views"
+SLA_SEQUENCES = "notify_sla_sequences"  # per ticket: the last SLA fact applied
 USED_TOKENS = "notify_used_ack_tokens"
 SCAN_LIMIT = 10_000  # policies, people, groups, rotations: configuration, not data
+AWAITING_SCAN = 1_000  # tickets read for one "awaiting acknowledgement" list
 
 
 class PolicyStore:
@@ -161,6 +164,7 @@ class EscalationRepository(AggregateRepository[StoredBook]):
             "seen": sorted(book.seen),
             "next_wakeup": book_wakeup(book),
             "trace": aggregate.trace,
+            **awaiting_fields(book),
         }
 
     def from_document(self, document: dict[str, Any]) -> StoredBook:
@@ -174,6 +178,34 @@ class EscalationRepository(AggregateRepository[StoredBook]):
     async def ensure_indexes(self) -> None:
         await self.collection.create_index([("escalation_ids", 1)])
         await self.collection.create_index([("next_wakeup", 1)])
+        await self.collection.create_index([("awaiting_ack", 1)])
+        await self.collection.create_index([("awaiting_since", 1)])
+
+    async def awaiting(self, user: str | None) -> list[StoredBook]:
+        """Tickets with an escalation waiting for acknowledgement that paged `user` (None: any),
+        longest waiting first; at most AWAITING_SCAN of them."""
+        query = {"awaiting_ack": user} if user is not None else {"awaiting_since": {"$ne": None}}
+        found, _ = await self.find(
+            query, sort=(("awaiting_since", 1), ("_id", 1)), limit=AWAITING_SCAN, count=False
+        )
+        return found
+
+    async def backfill_awaiting(self) -> int:
+        """Give documents stored before `awaiting_ack` existed their derived fields. The version
+        stays (nothing changed but an index field); a document written meanwhile has them."""
+        async with translated_errors():
+            found = await self.collection.find(
+                {"awaiting_since": {"$exists": False}}, {"outbox": 0}
+            ).to_list()
+        filled = 0
+        for document in found:
+            fields = awaiting_fields(self.from_document(document).book)
+            async with translated_errors():
+                filled += await update_if_unchanged(
+                    self.collection, document["_id"], {"version": document["version"]},
+                    {"$set": fields},
+                )  # fmt: skip
+        return filled
 
     async def of_escalation(self, escalation_id: str) -> StoredBook | None:
         found, _ = await self.find({"escalation_ids": escalation_id}, limit=1, count=False)
@@ -188,11 +220,35 @@ class EscalationRepository(AggregateRepository[StoredBook]):
         return [(d["_id"], docs.must_utc(d["next_wakeup"])) for d in found if d.get("next_wakeup")]
 
 
+def awaiting_fields(book: TicketEscalations) -> dict[str, Any]:
+    """Who may still acknowledge one of the ticket's escalations (everyone it paged), and since
+    when the oldest of them waits (None: nothing waits): what the "mine" list queries."""
+    waiting = [e for e in book.escalations if awaits_acknowledgement(e)]
+    return {
+        "awaiting_ack": sorted({person for e in waiting for person in e.notified}),
+        "awaiting_since": min((e.started_at for e in waiting), default=None),
+    }
+
+
 class ViewStore:
     """The ticket views, each with the sequence of the last incident event applied to it."""
 
     def __init__(self, database: Any) -> None:
         self.collection = database[VIEWS]
+        self.sla_sequences = database[SLA_SEQUENCES]
+
+    async def last_sla_sequence(self, ticket_id: str) -> int:
+        """The sequence of the last SLA fact applied for the ticket (the SLA state's version,
+        one counter per ticket); 0 before the first."""
+        async with translated_errors():
+            document = await self.sla_sequences.find_one({"_id": ticket_id})
+        return int(document["last_sequence"]) if document else 0
+
+    async def applied_sla_sequence(self, ticket_id: str, sequence: int) -> None:
+        async with translated_errors():
+            await self.sla_sequences.update_one(
+                {"_id": ticket_id}, {"$max": {"last_sequence": sequence}}, upsert=True
+            )
 
     async def get(self, ticket_id: str) -> tuple[TicketView | None, int]:
         async with translated_errors():
@@ -200,6 +256,14 @@ class ViewStore:
         if document is None:
             return None, 0
         return docs.view_from_document(document), int(document.get("last_sequence", 0))
+
+    async def many(self, ticket_ids: list[str]) -> dict[str, TicketView]:
+        """The views of these tickets (those notify has seen), by id; one query."""
+        if not ticket_ids:
+            return {}
+        async with translated_errors():
+            found = await self.collection.find({"_id": {"$in": ticket_ids}}).to_list()
+        return {d["_id"]: docs.view_from_document(d) for d in found}
 
     async def put(self, view: TicketView, sequence: int, previous: int) -> bool:
         """Store `view` as of `sequence` if the stored one is still at `previous`; False when

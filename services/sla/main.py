@@ -45,7 +45,10 @@ class SlaApiSettings(ServiceSettings):
 
 def live_tail(bus: Bus, topics: Sequence[str], on_event: OnEvent, *, client_id: str) -> Tail:
     if isinstance(bus, KafkaBus):
-        return KafkaTail(bus.bootstrap_servers, topics, on_event, client_id=client_id)
+        return KafkaTail(
+            bus.bootstrap_servers, topics, on_event, client_id=client_id, security=bus.security,
+            fetch=bus.fetch,
+        )  # fmt: skip
     if isinstance(bus, InMemoryBus):
         return MemoryTail(bus, topics, on_event)
     raise TypeError(f"no live tail for {type(bus).__name__}")

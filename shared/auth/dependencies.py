@@ -9,7 +9,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
-from shared.auth.principal import Principal, Role
+from shared.auth.principal import PRINCIPAL_SCOPE_KEY, Principal, Role
 from shared.auth.tokens import InvalidToken, TokenVerifier
 from shared.http.problems import Problem
 
@@ -32,11 +32,15 @@ async def current_user(
             "Send an OAuth2 bearer token.",
             headers={"WWW-Authenticate": "Bearer"},
         )
+    verified: Principal | None = request.scope.get(PRINCIPAL_SCOPE_KEY)
+    if verified is not None:  # the rate limiter verified this request's token already
+        return verified
     verifier = _verifier(request)
     try:
         if verifier.fetches_keys:  # PyJWKClient fetches synchronously: keep it off the loop
-            return await run_in_threadpool(verifier.verify, credentials.credentials)
-        return verifier.verify(credentials.credentials)
+            principal = await run_in_threadpool(verifier.verify, credentials.credentials)
+        else:
+            principal = verifier.verify(credentials.credentials)
     except InvalidToken as exc:
         raise Problem(
             401,
@@ -44,6 +48,8 @@ async def current_user(
             f"The bearer token was rejected: {exc}.",
             headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
         ) from None
+    request.scope[PRINCIPAL_SCOPE_KEY] = principal
+    return principal
 
 
 CurrentUser = Annotated[Principal, Depends(current_user)]

@@ -15,6 +15,10 @@ class Role(StrEnum):
     SERVICE = "service"  # machine producers: monitoring, CI/CD
 
 
+# Where the HTTP layer keeps the principal it verified for a request (ASGI scope key), so the
+# token is verified once and the audit log can name the actor.
+PRINCIPAL_SCOPE_KEY = "itsm.principal"
+
 # Roles that work tickets and so may see every ticket, not only their own.
 STAFF_ROLES = frozenset({Role.AGENT, Role.CHANGE_MANAGER, Role.MANAGER, Role.ADMIN})
 

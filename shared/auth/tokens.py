@@ -25,17 +25,23 @@ class TokenVerifier:
         issuer: str,
         audience: str,
         dev_signing_key: str | None = None,
+        dev_previous_key: str | None = None,
         jwks_url: str | None = None,
         algorithms: Iterable[str] = ("RS256", "ES256"),
         leeway_seconds: int = 30,
     ) -> None:
+        """`dev_previous_key`: the key being retired during a rotation; tokens it signed still
+        verify until it is removed (new tokens are signed with `dev_signing_key`)."""
         if (dev_signing_key is None) == (jwks_url is None):
             raise ValueError("configure exactly one of a dev signing key or an OIDC JWKS URL")
-        if dev_signing_key is not None and len(dev_signing_key.encode()) < MIN_DEV_KEY_BYTES:
-            raise ValueError(f"the dev signing key must be at least {MIN_DEV_KEY_BYTES} bytes")
+        if dev_previous_key is not None and dev_signing_key is None:
+            raise ValueError("a previous dev signing key needs a current one")
+        for key in (dev_signing_key, dev_previous_key):
+            if key is not None and len(key.encode()) < MIN_DEV_KEY_BYTES:
+                raise ValueError(f"a dev signing key must be at least {MIN_DEV_KEY_BYTES} bytes")
         self.issuer = issuer
         self.audience = audience
-        self._dev_key = dev_signing_key
+        self._dev_keys = [k for k in (dev_signing_key, dev_previous_key) if k is not None]
         self._jwks = jwt.PyJWKClient(jwks_url, cache_keys=True, timeout=5) if jwks_url else None
         self._algorithms = [DEV_ALGORITHM] if dev_signing_key else list(algorithms)
         self._leeway = leeway_seconds
@@ -47,23 +53,36 @@ class TokenVerifier:
 
     def verify(self, token: str) -> Principal:
         try:
-            key: Any = (
-                self._dev_key
-                if self._jwks is None
-                else self._jwks.get_signing_key_from_jwt(token).key
-            )
-            claims = jwt.decode(
-                token,
-                key,
-                algorithms=self._algorithms,
-                audience=self.audience,
-                issuer=self.issuer,
-                leeway=self._leeway,
-                options={"require": ["exp", "iat", "sub", "iss", "aud"]},
-            )
+            if self._jwks is not None:
+                claims = self._decode(token, self._jwks.get_signing_key_from_jwt(token).key)
+            else:
+                claims = self._decode_with_dev_keys(token)
         except jwt.PyJWTError as exc:
             raise InvalidToken(str(exc)) from exc
         return principal_from_claims(claims)
+
+    def _decode_with_dev_keys(self, token: str) -> dict[str, Any]:
+        """The current key first; only a signature mismatch tries the previous one (an expired
+        or foreign token is refused by the first attempt)."""
+        *earlier, last = self._dev_keys
+        for key in earlier:
+            try:
+                return self._decode(token, key)
+            except jwt.InvalidSignatureError:
+                continue
+        return self._decode(token, last)
+
+    def _decode(self, token: str, key: Any) -> dict[str, Any]:
+        claims: dict[str, Any] = jwt.decode(
+            token,
+            key,
+            algorithms=self._algorithms,
+            audience=self.audience,
+            issuer=self.issuer,
+            leeway=self._leeway,
+            options={"require": ["exp", "iat", "sub", "iss", "aud"]},
+        )
+        return claims
 
 
 def principal_from_claims(claims: dict[str, Any]) -> Principal:

@@ -13,11 +13,16 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import (
     CommitFailedError,
     IllegalStateError,
+    InvalidProducerEpoch,
     KafkaError,
+    OutOfOrderSequenceNumber,
+    ProducerFenced,
     TopicAlreadyExistsError,
+    UnknownProducerId,
 )
 
 from shared.background import BackgroundTask
+from shared.bus.limits import REQUEST_TIMEOUT_MS, FetchLimits
 from shared.bus.port import Handler, TopicSpec
 from shared.bus.processing import RecordProcessor, RetryPolicy, SourcePosition
 from shared.contracts.codec import KafkaRecord, encode
@@ -26,6 +31,16 @@ from shared.metrics import ConsumerLag
 from shared.telemetry import producer_span
 
 log = structlog.get_logger(__name__)
+
+# Errors after which an idempotent producer sends nothing more: aiokafka's sender stops and every
+# later send fails with the same error (seen after a broker restart lost the producer's state:
+# the relay failed with OutOfOrderSequenceNumber for good). A new producer gets a new id.
+BROKEN_PRODUCER = (
+    OutOfOrderSequenceNumber,
+    UnknownProducerId,
+    InvalidProducerEpoch,
+    ProducerFenced,
+)
 
 
 class KafkaBus:
@@ -40,20 +55,26 @@ class KafkaBus:
         security: dict[str, Any] | None = None,
         start_timeout: float = 60.0,
         replication_factor: int = 1,
+        fetch: FetchLimits | None = None,
     ) -> None:
         self.bootstrap_servers = bootstrap_servers
+        self._fetch = fetch or FetchLimits()
         self.client_id = client_id
         self._linger_ms = linger_ms
         self._request_timeout_ms = request_timeout_ms
         self._retry = retry
-        self._security = security or {}
+        self._security = dict(security or {})  # shared/bus/security.py: kafka_client_kwargs
         self._start_timeout = start_timeout
         self._replication_factor = replication_factor
         self._producer: AIOKafkaProducer | None = None
+        self._replacing = asyncio.Lock()
         self._subscriptions: list[KafkaSubscription] = []
 
     async def start(self) -> None:
         """Connect the producer, retrying while the broker is not yet reachable."""
+        self._producer = await self._connect()
+
+    async def _connect(self) -> AIOKafkaProducer:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._start_timeout
         delay = 0.2
@@ -77,8 +98,21 @@ class KafkaBus:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
                 continue
-            self._producer = producer
-            return
+            return producer
+
+    async def _replace_broken(self, broken: AIOKafkaProducer, error: Exception) -> None:
+        """Swap a producer that can send no more for a new one; the caller's send still fails
+        (its records were not written), and its retry goes out on the new producer."""
+        async with self._replacing:
+            current = self._producer
+            if current is not broken:
+                return  # a concurrent publisher replaced it already
+            log.warning("kafka.producer.replaced", error=repr(error))
+            self._producer = await self._connect()
+        try:
+            await current.stop()
+        except KafkaError as exc:  # its batches have failed already; nothing left to flush
+            log.info("kafka.producer.stop_failed", error=repr(exc))
 
     async def stop(self) -> None:
         for sub in list(self._subscriptions):
@@ -86,6 +120,16 @@ class KafkaBus:
         if self._producer is not None:
             await self._producer.stop()
             self._producer = None
+
+    @property
+    def security(self) -> dict[str, Any]:
+        """The aiokafka security arguments of this bus, for other clients of the same service."""
+        return dict(self._security)
+
+    @property
+    def fetch(self) -> FetchLimits:
+        """The consumer bounds of this bus, for other consumers of the same service."""
+        return self._fetch
 
     @property
     def producer(self) -> AIOKafkaProducer:
@@ -97,15 +141,17 @@ class KafkaBus:
         admin = AIOKafkaAdminClient(
             bootstrap_servers=self.bootstrap_servers,
             client_id=f"{self.client_id}-admin",
+            request_timeout_ms=REQUEST_TIMEOUT_MS,
             **self._security,
         )
         await admin.start()
         try:
             existing = set(await admin.list_topics())
             missing = [t for t in topics if t.name not in existing]
+            refused: dict[str, int] = {}
             for spec in missing:
                 try:
-                    await admin.create_topics(
+                    response = await admin.create_topics(
                         [
                             NewTopic(
                                 spec.name,
@@ -115,26 +161,46 @@ class KafkaBus:
                             )
                         ]
                     )
-                    log.info("kafka.topic.created", topic=spec.name, partitions=spec.partitions)
                 except TopicAlreadyExistsError:
-                    pass  # another service created it concurrently
+                    continue  # another service created it concurrently
+                code = _created(spec, response)
+                if code:
+                    refused[spec.name] = code
+            if refused:
+                # On a secured cluster a service may neither see nor create the topics it does
+                # not use (least privilege: the operator creates them, e.g. Strimzi KafkaTopic
+                # resources): a warning, not a failure of the service.
+                log.warning("kafka.topic.not_created", topics=sorted(refused), error_codes=refused)
         finally:
             await admin.close()
 
     async def publish(self, topic: str, envelopes: Sequence[Envelope]) -> None:
-        pending = []
-        for envelope in envelopes:  # queued in order, each inside its own publish span
-            with producer_span(topic, envelope) as traceparent:
-                record = encode(envelope.with_traceparent(traceparent))
-                pending.append(await self._send(topic, record))
-        if pending:
-            await asyncio.gather(*pending)
+        producer = self.producer
+        try:
+            pending = []
+            for envelope in envelopes:  # queued in order, each inside its own publish span
+                with producer_span(topic, envelope) as traceparent:
+                    record = encode(envelope.with_traceparent(traceparent))
+                    pending.append(await self._send(producer, topic, record))
+            if pending:
+                await asyncio.gather(*pending)
+        except BROKEN_PRODUCER as exc:
+            await self._replace_broken(producer, exc)
+            raise
 
     async def publish_record(self, topic: str, record: KafkaRecord) -> None:
-        await (await self._send(topic, record))
+        producer = self.producer
+        try:
+            await (await self._send(producer, topic, record))
+        except BROKEN_PRODUCER as exc:
+            await self._replace_broken(producer, exc)
+            raise
 
-    async def _send(self, topic: str, record: KafkaRecord) -> asyncio.Future[Any]:
-        future: asyncio.Future[Any] = await self.producer.send(
+    @staticmethod
+    async def _send(
+        producer: AIOKafkaProducer, topic: str, record: KafkaRecord
+    ) -> asyncio.Future[Any]:
+        future: asyncio.Future[Any] = await producer.send(
             topic, value=record.value, key=record.key, headers=list(record.headers)
         )
         return future
@@ -149,13 +215,12 @@ class KafkaBus:
             group_id=group,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
-            max_poll_records=500,
-            request_timeout_ms=max(self._request_timeout_ms, 40_000),
+            **self._fetch.consumer_kwargs(),  # records per fetch, fetch bytes, request timeout
             **self._security,
         )
         await consumer.start()
         processor = RecordProcessor(group, handler, self.publish_record, self._retry)
-        subscription = KafkaSubscription(consumer, processor)
+        subscription = KafkaSubscription(consumer, processor, self._fetch.max_records)
         subscription.start()
         self._subscriptions.append(subscription)
         return subscription
@@ -170,9 +235,25 @@ class KafkaBus:
         return True
 
 
+def _created(spec: TopicSpec, response: Any) -> int:
+    """The broker's answer for this topic: 0 when created (or created concurrently by another
+    service), else its error code (29: not authorized)."""
+    errors = [tuple(entry)[:2] for entry in getattr(response, "topic_errors", ())]
+    code = next((int(c) for name, c in errors if name == spec.name), 0)
+    if code == 0:
+        log.info("kafka.topic.created", topic=spec.name, partitions=spec.partitions)
+    return 0 if code == _TOPIC_ALREADY_EXISTS else code
+
+
+_TOPIC_ALREADY_EXISTS = 36
+
+
 class KafkaSubscription:
-    def __init__(self, consumer: AIOKafkaConsumer, processor: RecordProcessor) -> None:
+    def __init__(
+        self, consumer: AIOKafkaConsumer, processor: RecordProcessor, max_records: int = 500
+    ) -> None:
         self._consumer = consumer
+        self._max_records = max_records
         self._processor = processor
         self._worker = BackgroundTask(f"consume:{processor.group}")
         self._lag = ConsumerLag(processor.group)
@@ -187,7 +268,9 @@ class KafkaSubscription:
     async def _run(self) -> None:
         while True:
             try:
-                batches = await self._consumer.getmany(timeout_ms=500, max_records=500)
+                batches = await self._consumer.getmany(
+                    timeout_ms=500, max_records=self._max_records
+                )
             except KafkaError as exc:
                 log.warning("kafka.consumer.fetch_failed", error=str(exc))
                 await asyncio.sleep(0.5)

@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
+from shared.bus.limits import REQUEST_TIMEOUT_MS
+
 log = structlog.get_logger(__name__)
 
 
-async def start_new_group_at_the_end(bootstrap: str, group: str, topics: Iterable[str]) -> int:
+async def start_new_group_at_the_end(
+    bootstrap: str,
+    group: str,
+    topics: Iterable[str],
+    security: Mapping[str, Any] | None = None,
+) -> int:
     """Commit the end offsets of those `topics` on which `group` has no offset at all (a new
     group, or a topic it newly consumes); how many partitions were committed. The broker
     refuses the commit once the group has members: a running consumer's offsets are the
@@ -21,6 +29,8 @@ async def start_new_group_at_the_end(bootstrap: str, group: str, topics: Iterabl
         group_id=group,
         client_id=f"{group}-offsets",
         enable_auto_commit=False,
+        request_timeout_ms=REQUEST_TIMEOUT_MS,
+        **(security or {}),
     )
     await consumer.start()
     try:

@@ -28,6 +28,7 @@ class DeadLetterHeaders:
     PARTITION = "dlq-source-partition"
     OFFSET = "dlq-source-offset"
     GROUP = "dlq-consumer-group"
+    TRUNCATED = "dlq-truncated"  # the original size in bytes, when the copy was cut to fit
 
 
 @dataclass(frozen=True)

@@ -49,6 +49,30 @@ class RetryPolicy:
 
 PublishRecord = Callable[[str, KafkaRecord], Awaitable[None]]
 
+# What a dead letter may weigh (key, value and headers): below the producers' request limits
+# (aiokafka's 1 MiB, Faust's 1,000,000 bytes) with room for the dlq-* headers. The broker accepts
+# records up to its message.max.bytes (1 MiB by default), so a record can be too big to copy
+# whole: its copy keeps the first bytes of the value and says so (dlq-truncated).
+MAX_DEAD_LETTER_BYTES = 900_000
+_KEEP_KEY = 1_024  # of a key that is itself most of the weight
+
+
+def _weight(key: bytes | None, value: bytes | None, headers: tuple[tuple[str, bytes], ...]) -> int:
+    return len(key or b"") + len(value or b"") + sum(len(k) + len(v or b"") for k, v in headers)
+
+
+def fit_dead_letter(record: KafkaRecord, limit: int = MAX_DEAD_LETTER_BYTES) -> KafkaRecord:
+    """The record, or a copy cut to `limit` bytes with a dlq-truncated header."""
+    size = _weight(record.key, record.value, record.headers)
+    if size <= limit:
+        return record
+    key, headers = record.key, record.headers
+    if _weight(key, b"", headers) > limit // 2:  # hostile keys or headers: keep a little
+        key, headers = (key or b"")[:_KEEP_KEY], ()
+    room = max(0, limit - _weight(key, b"", headers))
+    truncated = ((DeadLetterHeaders.TRUNCATED, str(size).encode()),)
+    return KafkaRecord(key=key, value=(record.value or b"")[:room], headers=(*headers, *truncated))
+
 
 class RecordProcessor:
     def __init__(
@@ -141,6 +165,9 @@ class RecordProcessor:
             await asyncio.sleep(self.retry.delay(attempt))
 
     async def dead_letter(self, record: KafkaRecord, position: SourcePosition, reason: str) -> None:
+        """Publish the record to the dead-letter topic, retrying until the broker takes it: a
+        failure here must neither drop the record nor end the consumer."""
+        record = fit_dead_letter(record)
         headers = (
             *record.headers,
             (DeadLetterHeaders.ERROR, reason.encode()),
@@ -149,10 +176,25 @@ class RecordProcessor:
             (DeadLetterHeaders.OFFSET, str(position.offset).encode()),
             (DeadLetterHeaders.GROUP, self.group.encode()),
         )
-        await self.publish_record(
-            self.dead_letter_topic,
-            KafkaRecord(key=record.key, value=record.value, headers=headers),
-        )
+        letter = KafkaRecord(key=record.key, value=record.value, headers=headers)
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                await self.publish_record(self.dead_letter_topic, letter)
+                break
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning(
+                    "record.dead_letter_failed",
+                    group=self.group,
+                    topic=position.topic,
+                    offset=position.offset,
+                    attempt=attempt,
+                    error=repr(exc),
+                )
+                await asyncio.sleep(self.retry.delay(attempt))
         DEAD_LETTERED.labels(position.topic, self.group).inc()
         log.warning(
             "record.dead_lettered",

@@ -13,8 +13,11 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.http import health
+from shared.http.audit import PrivilegedAudit
+from shared.http.client import header
 from shared.http.openapi import document_problems
 from shared.http.problems import Problem, install_problem_handlers, problem_response
+from shared.http.ratelimit import RateLimitPolicy, RateLimits
 
 REQUESTS = Counter(
     "itsm_http_requests_total", "HTTP requests", ["service", "method", "route", "status"]
@@ -45,7 +48,7 @@ class RequestLimits:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = _header(scope, b"content-length")
+        declared = header(scope, b"content-length")
         if declared.isdigit() and int(declared) > self.max_body_bytes:
             await self._too_large(scope, receive, send)
             return
@@ -90,21 +93,16 @@ class RequestLimits:
         REQUESTS.labels(self.service, scope["method"], "unmatched", "413").inc()
 
 
-def _header(scope: Scope, name: bytes) -> str:
-    for key, value in scope["headers"]:
-        if key == name:
-            return str(value.decode("latin-1"))
-    return ""
-
-
 def create_service_app(
     *,
     title: str,
     service: str,
     lifespan: Lifespan | None = None,
     max_body_bytes: int = 1_048_576,
+    rate_limits: RateLimitPolicy | None = None,
     description: str = "",
 ) -> FastAPI:
+    """`rate_limits` None: the default policy (no alert intake paths)."""
     app = FastAPI(
         title=title,
         description=description,
@@ -115,6 +113,11 @@ def create_service_app(
     app.state.readiness_checks = {}
     install_problem_handlers(app)
     document_problems(app)
+    policy = rate_limits or RateLimitPolicy()
+    # Innermost first: the audit sees the principal the rate limiter or the route verified;
+    # the rate limiter runs inside RequestLimits, so refusals (429) are counted in the metrics.
+    app.add_middleware(PrivilegedAudit, service=service, trusted_proxies=policy.trusted_proxies)
+    app.add_middleware(RateLimits, policy=policy)
     app.add_middleware(RequestLimits, service=service, max_body_bytes=max_body_bytes)
     app.include_router(health.router)
     # A server span per request (its tracer resolves the provider an entry point installs).

@@ -3,7 +3,8 @@
 Routes document their own problems (`problem_responses(...)`: 404, 409, ...). What the platform's
 plumbing adds to every route is documented here, from what the route depends on, so that no route
 can forget it: a body that is not JSON text is 400 and one over the size limit 413; an `If-Match`
-that is stale is 412 and one that is no ETag of the API (or missing, where required) is 428. Every
+that is stale is 412 and one that is no ETag of the API (or missing, where required) is 428; any
+route but the probes may be rate limited (429). Every
 error is RFC 9457 problem+json (never FastAPI's default JSON validation error), described by one
 `Problem` schema that response validation (schemathesis in the tests) checks bodies against.
 """
@@ -19,6 +20,7 @@ from fastapi.routing import APIRoute
 
 from shared.http.etag import if_match, required_if_match
 from shared.http.problems import PROBLEM_JSON
+from shared.http.ratelimit import EXEMPT_PATHS
 
 PROBLEM_SCHEMA: dict[str, Any] = {
     "title": "Problem",
@@ -46,6 +48,8 @@ PROBLEM_SCHEMA: dict[str, Any] = {
     },
 }
 PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
+# Every API route may answer 429 (the per-client rate limit); probes are exempt.
+RATE_LIMITED = 429
 BODY_PROBLEMS = (400, 413, 422)  # not JSON text, too large, invalid
 IF_MATCH_PROBLEMS = (412, 428)  # stale, not an ETag (or missing where required)
 
@@ -72,7 +76,7 @@ def api_routes(app: FastAPI) -> Iterator[Any]:
 
 def plumbing_problems(route: Any) -> set[int]:
     """The problem statuses the shared plumbing may answer on an API `route`."""
-    statuses: set[int] = set()
+    statuses: set[int] = set() if route.path_format in EXEMPT_PATHS else {RATE_LIMITED}
     if route.body_field is not None:
         statuses.update(BODY_PROBLEMS)
     calls = set(_calls(route.dependant))

@@ -157,3 +157,10 @@ async def test_incidents_are_linked_to_the_changes_they_name_or_recently_touched
             )
     assert linked["suggested_incidents"] == [suggested.json()["id"]]
     assert linked["caused_incidents"] == [named.json()["id"]]
+    # and the other way round, as the console's incident view asks it (FerretDB: an $or of two
+    # equalities on arrays)
+    for incident in (suggested.json()["id"], named.json()["id"]):
+        page = await api.call("GET", f"/api/v1/changes?incident={incident}", "manager")
+        assert [c["id"] for c in page["items"]] == [change["id"]] and page["total"] == 1
+        hidden = await api.call("GET", f"/api/v1/changes?incident={incident}", "other")
+        assert hidden == {**hidden, "items": [], "total": 0}  # not their change

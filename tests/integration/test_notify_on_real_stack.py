@@ -7,7 +7,8 @@ the service itself served over real HTTP.
 - acknowledging through the mail's link means level 2 is never sent;
 - a receiver answering 500 twice and then 200 gets exactly one successful delivery, logged
   with its attempts, and notification_sent reaches the notify topic;
-- a bad signature on an acknowledgement link is refused.
+- a bad signature on an acknowledgement link is refused;
+- the escalation shows in the pending list of the person it paged until they acknowledge it.
 """
 
 from __future__ import annotations
@@ -250,3 +251,29 @@ async def test_a_bad_signature_on_an_acknowledgement_link_is_refused(stack: Stac
         "/api/v1/notify/escalations", params={"ticket_id": ticket}, headers=stack.boss
     )
     assert escalations.json()[0]["status"] in ("notified", "exhausted")
+
+
+async def test_a_paged_person_finds_the_escalation_pending_until_they_acknowledge_it(
+    stack: Stack, mint: Callable[..., str]
+) -> None:
+    ticket = f"INC-{uuid7()}"
+    alice = {"Authorization": f"Bearer {mint('alice', 'agent')}"}
+    bob = {"Authorization": f"Bearer {mint('bob', 'agent')}"}
+
+    async def pending(headers: dict[str, str]) -> list[dict[str, Any]]:
+        response = await stack.notify.get(
+            "/api/v1/notify/escalations/pending", params={"limit": 100}, headers=headers
+        )
+        assert response.status_code == 200, response.text
+        return [e for e in response.json()["items"] if e["ticket_id"] == ticket]
+
+    await stack.breach(ticket)
+    [escalation] = await eventually(lambda: pending(alice), timeout=20, what="alice's pending")
+    assert escalation["status"] in ("notified", "exhausted") and "alice" in escalation["notified"]
+    assert await pending(bob) == []  # never paged
+    assert [e["id"] for e in await pending(stack.boss)] == [escalation["id"]]  # managers: all
+    acked = await stack.notify.post(
+        f"/api/v1/notify/escalations/{escalation['id']}/acknowledgement", headers=alice
+    )
+    assert acked.status_code == 200, acked.text
+    assert await pending(alice) == [] and await pending(stack.boss) == []

@@ -73,6 +73,10 @@ def settings_for(service: str, signing_key: str) -> Any:
         "log_json": False,
         "relay_poll_interval": 0.2,
         "topic_partitions": 3,
+        # These tests send hundreds of requests a second as one client; the rate limits have
+        # their own tests (test_rate_limits.py), which turn them on.
+        "api_rate_per_second": 0,
+        "intake_rate_per_second": 0,
     }
     if service == "incidents":
         return IncidentsSettings(**common, auto_close_interval_seconds=3600)

@@ -142,13 +142,14 @@ EXPECTED: dict[str, dict[tuple[str, str], frozenset[Role]]] = {
         ("PUT", "/api/v1/notify/subscriptions/mine/{kind}"): STAFF,
         ("DELETE", "/api/v1/notify/subscriptions/mine/{kind}"): STAFF,
         ("GET", "/api/v1/notify/escalations"): STAFF,
+        ("GET", "/api/v1/notify/escalations/pending"): STAFF,  # theirs; managers anyone's
         ("GET", "/api/v1/notify/escalations/{escalation_id}"): STAFF,
         ("POST", "/api/v1/notify/escalations/{escalation_id}/acknowledgement"): STAFF,
         ("GET", "/api/v1/notify/deliveries"): STAFF,
     },
 }
 # Every operation of the four APIs (infrastructure routes aside), public ones included.
-OPERATIONS = 96
+OPERATIONS = 97
 UNKNOWN_ROLE = "superuser"  # not a role of the platform: must grant nothing
 
 

@@ -366,6 +366,28 @@ async def test_a_forged_or_retargeted_ack_link_acknowledges_nothing(
     assert (await world.read(escalation)).json()["acknowledged_by"] is None
 
 
+async def test_the_pending_escalations_list_shows_what_paged_the_caller(
+    worlds: dict[str, World],
+) -> None:
+    """A list has no id to probe, but its filter names a person: the pending list shows what
+    paged the caller, and someone else's only to managers (403 for anyone else)."""
+    world = worlds["notify"]
+    url = "/api/v1/notify/escalations/pending"
+    escalation = world.ids["escalation_id"]
+
+    async def listed(persona: str, query: str = "") -> list[str]:
+        answer = await request(world.app, "GET", url + query, world.headers(persona))
+        assert answer.status == 200, answer.body
+        return [e["id"] for e in answer.json()["items"]]
+
+    assert await listed("member") == [escalation]  # ann was paged
+    assert await listed("outsider") == [] and await listed("outsider", "?paged=me") == []
+    named = await request(world.app, "GET", f"{url}?paged=ann", world.headers("outsider"))
+    assert named.status == 403 and named.headers["content-type"] == PROBLEM
+    assert escalation not in named.body.decode()
+    assert await listed("manager", "?paged=ann") == [escalation]
+
+
 def _b64(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 

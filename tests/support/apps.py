@@ -46,3 +46,10 @@ async def http_server(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     finally:
         server.should_exit = True
         await task
+
+
+def client_from(address: str, base_url: str) -> httpx.AsyncClient:
+    """A client whose connections leave from another loopback address (127.0.0.2, …), so that a
+    server on 127.0.0.1 sees a different source address than the test's other clients."""
+    transport = httpx.AsyncHTTPTransport(local_address=address)
+    return httpx.AsyncClient(transport=transport, base_url=base_url, timeout=15)

@@ -12,9 +12,12 @@ import pytest
 
 from services.changes.main import ChangesSettings, create_app
 from shared.bus.memory import InMemoryBus
+from shared.contracts import Envelope, Topic
+from shared.contracts.incidents import IncidentCreated
 from shared.runtime import Runtime, in_memory
 from shared.settings import ServiceSettings
 from tests.support.apps import asgi_client
+from tests.support.polling import eventually
 
 Auth = Callable[..., dict[str, str]]
 BASE = "/api/v1/changes"
@@ -32,9 +35,12 @@ PEOPLE = {
 
 
 class Api:
-    def __init__(self, client: httpx.AsyncClient, auth: Auth) -> None:
+    def __init__(
+        self, client: httpx.AsyncClient, auth: Auth, bus: InMemoryBus | None = None
+    ) -> None:
         self.client = client
         self.auth = auth
+        self.bus = bus  # the in-memory bus the service consumes (unit tests only)
 
     def h(self, persona: str) -> dict[str, str]:
         return self.auth(*PEOPLE[persona])
@@ -71,10 +77,11 @@ class Api:
 
 @pytest.fixture
 async def api(settings: ServiceSettings, auth: Auth) -> AsyncIterator[Api]:
-    runtime: Runtime = in_memory(settings, InMemoryBus())
+    bus = InMemoryBus()
+    runtime: Runtime = in_memory(settings, bus)
     config = ChangesSettings(**settings.model_dump())
     async with asgi_client(create_app(config, runtime)) as client:
-        a = Api(client, auth)
+        a = Api(client, auth, bus)
         for item in ("rtr-1", "rtr-2", "sw-1"):
             await a.call(
                 "POST",
@@ -304,3 +311,52 @@ async def test_edits_are_for_drafts_with_a_current_etag(api: Api) -> None:
         url, json={"title": "x"}, headers={**api.h("requester"), "If-Match": '"3"'}
     )
     assert frozen.status_code == 409 and "allowed" in frozen.json()["detail"]
+
+
+async def incident_opened(api: Api, number: str, title: str, item: str | None = None) -> str:
+    """An incident recorded by the incidents service, as the correlation consumer reads it."""
+    incident_id = f"inc-{number}"
+    created = IncidentCreated(
+        incident_id=incident_id, actor="rita", status="new", number=number, title=title,
+        requester="rita", impact=2, urgency=2, priority="P3", configuration_item=item,
+        opened_at=datetime.now(UTC) + timedelta(minutes=1),
+    )  # fmt: skip
+    envelope = Envelope(
+        type=created.event_type, source="/itsm/incidents", subject=incident_id, sequence=1,
+        data=created.model_dump(mode="json"),
+    )  # fmt: skip
+    assert api.bus is not None
+    await api.bus.publish(Topic.INCIDENTS, [envelope])
+    return incident_id
+
+
+async def test_the_changes_linked_to_an_incident(api: Api) -> None:
+    ours = await api.create(title="Ours")
+    theirs = await api.create("other", title="Theirs", implementer=None)
+    await api.create(title="Unrelated")
+    done = await approved(api, title="Done", configuration_items=["sw-1"])
+    await api.act(done, "start", "implementer")
+    await api.act(done, "complete", "implementer", {"outcome": "successful"})
+    both = await incident_opened(
+        api, "INC0000001", f"Since {ours['number']} and {theirs['number']}"
+    )
+    suggested = await incident_opened(api, "INC0000002", "Switch drops packets", item="sw-1")
+
+    async def linked(incident: str, persona: str = "manager") -> list[str]:
+        page = await api.call("GET", f"{BASE}?incident={incident}", persona)
+        assert page["total"] == len(page["items"])
+        return sorted(c["title"] for c in page["items"])
+
+    await eventually(lambda: linked(both), until=lambda t: t == ["Ours", "Theirs"], what="links")
+    await eventually(lambda: linked(suggested), until=lambda t: t == ["Done"], what="suggested")
+    assert await linked(both, "requester") == ["Ours"]  # the list keeps its access rules
+    assert await linked(both, "other") == ["Theirs"]
+    assert await linked(both, "cab") == ["Ours", "Theirs"]  # CAB members see every change
+    assert await linked("inc-unknown") == []
+    narrowed = await api.call("GET", f"{BASE}?incident={both}&q=ours&limit=1", "manager")
+    assert [c["title"] for c in narrowed["items"]] == ["Ours"] and narrowed["total"] == 1
+    for bad in ("", "x" * 201):
+        response = await api.client.get(f"{BASE}?incident={bad}", headers=api.h("manager"))
+        assert response.status_code == 422, response.text
+        assert response.headers["content-type"] == "application/problem+json"
+        assert "incident" in response.text

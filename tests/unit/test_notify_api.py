@@ -6,7 +6,7 @@ signed single-use acknowledgement link."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -18,7 +18,7 @@ from services.notify import handlers
 from services.notify.main import NotifySettings, create_app
 from shared.runtime import in_memory
 from tests.support.apps import asgi_client
-from tests.support.notify import breach, ladder
+from tests.support.notify import breach, created, ladder, resolved
 
 Auth = Callable[..., dict[str, str]]
 PROBLEM = "application/problem+json"
@@ -235,3 +235,77 @@ async def test_a_user_manages_their_own_subscriptions(
     assert (await client.put(f"{url}/everything", json={}, headers=alice)).status_code == 422
     assert (await client.delete(f"{url}/p1_opened", headers=alice)).status_code == 204
     assert (await client.delete(f"{url}/p1_opened", headers=alice)).status_code == 404
+
+
+async def test_pending_escalations_list_what_waits_for_whom_in_one_call(
+    app: FastAPI, client: httpx.AsyncClient, auth: Auth
+) -> None:
+    notify = app.state.notify
+    response = await client.post(
+        "/api/v1/notify/policies", json=ladder(), headers=auth("boss", "manager")
+    )
+    assert response.status_code == 201, response.text
+    now = datetime.now(UTC)
+    await handlers.on_incident_event(notify, created("INC1", now), now=now)
+    for i, ticket in enumerate(("INC1", "INC2", "INC3")):  # each pages alice, the lead later
+        at = now + timedelta(seconds=i)
+        await handlers.on_sla_event(notify, breach(ticket, at), now=at)
+    url = "/api/v1/notify/escalations/pending"
+    alice, bob, boss = auth("alice", "agent"), auth("alice2", "agent"), auth("boss", "manager")
+
+    async def pending(headers: dict[str, str], **params: Any) -> dict[str, Any]:
+        answer = await client.get(url, params=params, headers=headers)
+        assert answer.status_code == 200, answer.text
+        page: dict[str, Any] = answer.json()
+        return page
+
+    mine = await pending(alice)
+    assert [e["ticket_id"] for e in mine["items"]] == ["INC1", "INC2", "INC3"]
+    assert mine["total"] == 3 and {e["status"] for e in mine["items"]} == {"notified"}
+    first = mine["items"][0]
+    assert first["ticket"] == {
+        "number": "INC0000042", "title": "Mail is down", "priority": "P2", "status": "new"
+    }  # fmt: skip
+    assert mine["items"][1]["ticket"] is None  # notify never saw INC2's incident events
+    one = await pending(alice, limit=1, offset=1)
+    assert [e["ticket_id"] for e in one["items"]] == ["INC2"] and one["total"] == 3
+    assert (await pending(bob))["items"] == []  # never paged
+    assert (await pending(bob, paged="me"))["total"] == 0
+    assert (await pending(boss))["total"] == 3  # managers: everyone's
+    assert (await pending(boss, paged="me"))["total"] == 0
+    assert (await pending(boss, paged="alice"))["total"] == 3
+    refused = await client.get(url, params={"paged": "alice"}, headers=bob)
+    assert refused.status_code == 403 and refused.headers["content-type"] == PROBLEM
+    for bad in ({"limit": 101}, {"offset": -1}, {"paged": "x" * 201}):
+        invalid = await client.get(url, params=bad, headers=alice)
+        assert invalid.status_code == 422 and invalid.headers["content-type"] == PROBLEM
+    requester = await client.get(url, headers=auth("rita", "requester"))
+    assert requester.status_code == 403
+    assert (await client.get(url)).status_code == 401
+
+    acked = await client.post(
+        f"/api/v1/notify/escalations/{mine['items'][1]['id']}/acknowledgement", headers=alice
+    )
+    assert acked.status_code == 200
+    await handlers.on_incident_event(notify, resolved("INC3", now, sequence=2), now=now)
+    later = now + timedelta(seconds=901)  # level 2 (lead) fires; the ladder is exhausted
+    await handlers.fire_due(notify, "INC1", now=later)
+    assert [e["ticket_id"] for e in (await pending(alice))["items"]] == ["INC1"]
+    (exhausted,) = (await pending(auth("lead", "agent")))["items"]
+    assert exhausted["status"] == "exhausted" and exhausted["notified"] == ["alice", "lead"]
+
+
+async def test_escalations_stored_before_the_pending_list_existed_are_found(
+    app: FastAPI, client: httpx.AsyncClient, auth: Auth
+) -> None:
+    await breached_escalation(app, client, auth)
+    escalations = app.state.notify.escalations
+    await escalations.collection.update_one(
+        {"_id": "INC1"}, {"$unset": {"awaiting_ack": "", "awaiting_since": ""}}
+    )
+    alice = auth("alice", "agent")
+    url = "/api/v1/notify/escalations/pending"
+    assert (await client.get(url, headers=alice)).json()["total"] == 0
+    assert await escalations.backfill_awaiting() == 1
+    assert (await client.get(url, headers=alice)).json()["total"] == 1
+    assert await escalations.backfill_awaiting() == 0

@@ -42,6 +42,7 @@ from services.notify.domain.subscriptions import Subscription, subscription_noti
 from services.notify.domain.triggers import (
     Settlement,
     TicketView,
+    concerns_notify,
     follow,
     incident_trigger,
     settlement,
@@ -58,7 +59,16 @@ from shared.contracts.incidents import (
     IncidentReprioritized,
     IncidentUpdated,
 )
-from shared.contracts.sla import SlaBreached, SlaMet, SlaStarted
+from shared.contracts.sla import (
+    SlaBreached,
+    SlaCancelled,
+    SlaMet,
+    SlaMissed,
+    SlaPaused,
+    SlaResumed,
+    SlaStarted,
+    SlaWarning,
+)
 from shared.errors import Invalid
 
 S = timedelta(seconds=1)
@@ -466,6 +476,29 @@ def test_following_a_ticket_and_matching_its_sla_facts() -> None:
     assert ola is not None and ola.group == "l2-network"
     assert sla_trigger("evt-9", sla(SlaBreached), None) is not None
     assert sla_trigger("evt-9", sla(SlaStarted), view) is None
+
+
+@pytest.mark.parametrize(
+    ("fact", "concerns"),
+    [
+        (SlaStarted, False),
+        (SlaPaused, False),
+        (SlaResumed, False),
+        (SlaWarning, True),  # may start an escalation
+        (SlaBreached, True),
+        (SlaMet, True),  # settles the escalations its clock started
+        (SlaMissed, True),
+        (SlaCancelled, True),
+    ],
+)
+def test_which_sla_facts_notify_reads_and_stores_anything_for(fact: Any, concerns: bool) -> None:
+    extra = {
+        SlaWarning: {"threshold": 50},
+        SlaPaused: {"pending_reason": None},
+        SlaResumed: {"reason": "left_pending"},
+        SlaCancelled: {"reason": "cancelled"},
+    }.get(fact, {})
+    assert concerns_notify(sla(fact, **extra)) is concerns
 
 
 def test_incident_triggers_and_settlements() -> None:

@@ -7,11 +7,13 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 
-from services.sla.api.live import LiveHub
+from services.sla.api.live import LiveClient, LiveHub, Wants
 from services.sla.api.stream import server_sent_events, sla_fact_filter
 from services.sla.main import SlaApiSettings, create_app
 from shared.bus.memory import InMemoryBus
@@ -154,3 +156,76 @@ async def test_a_stream_refuses_requesters(
     response = await client.get("/api/v1/kpis/stream", headers=auth("alice", "requester"))
     assert response.status_code == 403
     assert response.headers["content-type"] == "application/problem+json"
+
+
+def dropped_clients() -> float:
+    found = REGISTRY.get_sample_value("itsm_sla_stream_dropped_clients_total", {"stream": "sla"})
+    return found or 0.0
+
+
+async def test_a_client_that_stops_reading_is_dropped_with_its_queue_bounded(
+    settings: ServiceSettings, auth: Auth
+) -> None:
+    """A real stream request whose client reads the headers and then nothing more (every send
+    of the response body blocks, as when a TCP peer stops reading): the events published for it
+    meanwhile fill its queue up to `stream_queue_size` and no further; the client is dropped from
+    the hub (nothing more is kept for it) and its request ends when it goes away."""
+    queue_size = 4
+    config = SlaApiSettings(**settings.model_dump(), stream_queue_size=queue_size)
+    app = create_app(config, in_memory(settings, InMemoryBus()))
+    stalled = asyncio.Event()  # never set: the client never reads
+    first_body = asyncio.Event()
+    gone = asyncio.Event()
+    sent: list[dict[str, Any]] = []
+
+    requested: list[bool] = []
+
+    async def receive() -> dict[str, Any]:
+        if not requested:
+            requested.append(True)
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await gone.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+        if message["type"] == "http.response.body":
+            first_body.set()
+            await stalled.wait()
+
+    headers = [(k.lower().encode(), v.encode()) for k, v in auth("ann", "agent").items()]
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
+        "scheme": "http", "path": "/api/v1/sla/stream", "raw_path": b"/api/v1/sla/stream",
+        "query_string": b"", "root_path": "", "headers": headers,
+        "client": ("127.0.0.1", 50000), "server": ("test", 80),
+    }  # fmt: skip
+    async with app.router.lifespan_context(app):
+        hub: LiveHub = app.state.sla_fact_hub
+        assert hub.queue_size == queue_size  # the setting reaches the hub
+        clients: list[LiveClient] = []
+        connect = hub.connect
+
+        def spy(wants: Wants) -> LiveClient:
+            clients.append(connect(wants))
+            return clients[-1]
+
+        hub.connect = spy  # type: ignore[method-assign]
+        request = asyncio.create_task(app(scope, receive, send))
+        await asyncio.wait_for(first_body.wait(), 5)  # connected; its first body send blocks
+        [client] = clients
+        assert hub.clients == 1
+        dropped_before = dropped_clients()
+
+        for sequence in range(1, 10 * queue_size + 1):  # one burst while the client reads nothing
+            hub.publish(fact(SlaStarted, sequence))
+
+        assert client.dropped and hub.clients == 0
+        assert client.queue.qsize() == queue_size  # held for it: the bound, not the burst
+        assert dropped_clients() == dropped_before + 1
+        hub.publish(fact(SlaStarted, 99))
+        assert client.queue.qsize() == queue_size  # nothing more is kept for it
+        assert [m["type"] for m in sent] == ["http.response.start", "http.response.body"]
+
+        gone.set()  # the client goes away: its request ends
+        await asyncio.wait_for(request, 5)

@@ -16,6 +16,7 @@ from services.changes.schemas import (
     Justification,
     ReviewIn,
 )
+from shared.http.audit import audited
 from shared.http.clock import Now
 from shared.http.etag import IfMatch
 from shared.http.problems import problem_responses
@@ -40,7 +41,14 @@ async def submit(
     return answer(response, change)
 
 
-@router.post("/assessment", summary="Assess risk and set the required approvals (change manager)")
+APPROVALS = [audited("changes.approvals")]
+
+
+@router.post(
+    "/assessment",
+    summary="Assess risk and set the required approvals (change manager)",
+    dependencies=APPROVALS,
+)
 async def assess(
     change_id: str, scope: Scope, changes: Service, now: Now, response: Response, expected: IfMatch
 ) -> ChangeRead:
@@ -48,7 +56,11 @@ async def assess(
     return answer(response, change)
 
 
-@router.post("/approvals", summary="Approve or reject (a rejection returns it to draft)")
+@router.post(
+    "/approvals",
+    summary="Approve or reject (a rejection returns it to draft)",
+    dependencies=APPROVALS,
+)
 async def decide(
     change_id: str, body: Decision, scope: Scope, changes: Service, now: Now,
     response: Response, expected: IfMatch,
@@ -60,7 +72,9 @@ async def decide(
     return answer(response, change)
 
 
-@router.post("/delegations", summary="Delegate your approval to someone else")
+@router.post(
+    "/delegations", summary="Delegate your approval to someone else", dependencies=APPROVALS
+)
 async def delegate(
     change_id: str, body: Delegation, scope: Scope, changes: Service, now: Now,
     response: Response, expected: IfMatch,

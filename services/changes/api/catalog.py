@@ -13,10 +13,14 @@ from services.changes.domain.model import Window
 from services.changes.domain.scheduling import FreezeWindow, MaintenanceWindow
 from services.changes.schemas import ApprovalGroupIn, FreezeIn, ItemIn, MaintenanceIn, TemplateIn
 from services.changes.store import ApprovalGroup, ConfigurationItem, Template
+from shared.http.audit import audited
 from shared.http.problems import problem_responses
 
 router = APIRouter(
-    prefix="/api/v1", tags=["change catalog"], responses=problem_responses(401, 403, 409, 422)
+    prefix="/api/v1",
+    tags=["change catalog"],
+    responses=problem_responses(401, 403, 409, 422),
+    dependencies=[audited("changes.catalog")],  # CAB membership, templates, windows
 )
 CREATED = status.HTTP_201_CREATED
 

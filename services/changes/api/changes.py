@@ -80,8 +80,18 @@ async def list_changes(
     item: Annotated[str | None, Query(max_length=200)] = None,
     service: Annotated[str | None, Query(max_length=200)] = None,
     q: Annotated[str | None, Query(max_length=100)] = None,
+    incident: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=200,
+            description="Only changes linked to this incident id (named in it, or suggested)",
+        ),
+    ] = None,
 ) -> Page[ChangeRead]:
-    filters = ChangeFilter(status_, change_type, requester, implementer, item, service, q)
+    filters = ChangeFilter(
+        status_, change_type, requester, implementer, item, service, q, incident=incident
+    )
     items, total = await handlers.list_changes(
         changes, scope, filters, limit=page.limit, offset=page.offset
     )

@@ -8,11 +8,14 @@ from services.incidents.api.deps import Person, Service, Supervisor
 from services.incidents.schemas import GroupCreate, GroupMembers, GroupRead
 from services.incidents.store import Group
 from shared.errors import NotFound, PreconditionFailed
+from shared.http.audit import audited
 from shared.http.etag import IfMatch, etag
 from shared.http.pagination import Page, Pagination
 from shared.http.problems import problem_responses
 
-router = APIRouter(prefix="/api/v1/groups", tags=["assignment groups"])
+router = APIRouter(
+    prefix="/api/v1/groups", tags=["assignment groups"], dependencies=[audited("incidents.groups")]
+)
 
 
 def read(group: Group) -> GroupRead:

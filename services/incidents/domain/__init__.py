@@ -13,7 +13,7 @@ from services.incidents.domain.actions import (
     resume,
     start_work,
 )
-from services.incidents.domain.alerts import clear_alert, open_from_alert, record_firing
+from services.incidents.domain.alerts import clear_alert, counted, open_from_alert, record_firing
 from services.incidents.domain.lifecycle import TRANSITIONS, InvalidTransition, allowed_actions
 from services.incidents.domain.model import (
     ITIL_MATRIX,
@@ -59,6 +59,7 @@ __all__ = [
     "change_watchers",
     "clear_alert",
     "close",
+    "counted",
     "declare_major",
     "due_for_auto_close",
     "edit_details",

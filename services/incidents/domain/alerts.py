@@ -25,6 +25,18 @@ def firing_key(alert: AlertData) -> str:
     return alert.starts_at.isoformat()
 
 
+def counted(incident: Incident | None, alert: AlertData) -> bool:
+    """Whether this firing of the alert is on `incident` already: a firing redelivered, or
+    re-sent by Alertmanager, after its incident was resolved must not open another one (a new
+    firing of the same alert has a new start)."""
+    link = incident.alert if incident is not None else None
+    return (
+        link is not None
+        and link.fingerprint == alert.fingerprint
+        and firing_key(alert) in link.recent_starts
+    )
+
+
 def open_from_alert(
     alert: AlertFired,
     *,

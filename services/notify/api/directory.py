@@ -11,11 +11,14 @@ from services.notify.api.deps import Manager, Service, Staff, manages
 from services.notify.api.schemas import GroupInput, GroupRead, PersonInput, PersonRead
 from services.notify.documents import Person, WebhookEndpoint
 from shared.errors import NotFound
+from shared.http.audit import audited
 from shared.http.etag import IfMatch, etag
 from shared.http.pagination import Page, Pagination
 from shared.http.problems import problem_responses
 
-router = APIRouter(prefix="/api/v1/notify", tags=["notify: directory"])
+router = APIRouter(
+    prefix="/api/v1/notify", tags=["notify: directory"], dependencies=[audited("notify.directory")]
+)
 
 
 @router.put(
@@ -41,7 +44,9 @@ async def put_person(
             version=version,
             name=body.name,
             email=body.email,
-            webhook=WebhookEndpoint(webhook.url, webhook.secret) if webhook else None,
+            webhook=WebhookEndpoint(webhook.url, webhook.secret, webhook.previous_secret)
+            if webhook
+            else None,
             slack_url=body.slack_url,
             teams_url=body.teams_url,
             quiet_hours=body.quiet_hours.to_domain() if body.quiet_hours else None,

@@ -11,11 +11,11 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from services.notify.api.deps import Service, Staff, manages
-from services.notify.api.records import DeliveryRead, EscalationRead
+from services.notify.api.records import AwaitingEscalationRead, DeliveryRead, EscalationRead
 from services.notify.domain.escalation import Escalation
-from services.notify.handlers import acknowledge, find_escalation
+from services.notify.handlers import acknowledge, awaiting_acknowledgement, find_escalation
 from shared.auth import Principal
-from shared.errors import NotFound
+from shared.errors import Forbidden, NotFound
 from shared.http.clock import Now
 from shared.http.pagination import Page, Pagination
 from shared.http.problems import problem_responses
@@ -39,6 +39,47 @@ async def ticket_escalations(
     stored = await notify.escalations.get(ticket_id)
     escalations = stored.book.escalations if stored else ()
     return [EscalationRead.of(e) for e in escalations if may_see(user, e)]
+
+
+def paged_whom(user: Principal, paged: str | None) -> str | None:
+    """Whose list: `me` or your own name, yours; omitted, yours (managers: everyone's);
+    another person's, managers only."""
+    if paged in (None, "") and manages(user):
+        return None
+    if paged in (None, "", "me", user.subject):
+        return user.subject
+    if not manages(user):
+        raise Forbidden("only managers may list the escalations that paged someone else")
+    return paged
+
+
+@router.get(
+    "/escalations/pending",
+    responses=problem_responses(401, 403, 422),
+    summary="Escalations waiting for acknowledgement that paged you (managers: anyone's)",
+)
+async def pending_escalations(
+    user: Staff,
+    notify: Service,
+    page: Pagination,
+    paged: Annotated[
+        str | None,
+        Query(
+            max_length=200,
+            description="`me` (the default for staff), or a user name (managers; omitted: "
+            "everyone's for managers)",
+        ),
+    ] = None,
+) -> Page[AwaitingEscalationRead]:
+    found, total = await awaiting_acknowledgement(
+        notify, paged_whom(user, paged), limit=page.limit, offset=page.offset
+    )
+    return Page(
+        items=[AwaitingEscalationRead.with_ticket(e, view) for e, view in found],
+        total=total,
+        limit=page.limit,
+        offset=page.offset,
+    )
 
 
 @router.get(

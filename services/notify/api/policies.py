@@ -9,12 +9,17 @@ from services.notify import admin
 from services.notify.api.deps import Manager, Service, Staff
 from services.notify.api.schemas import PolicyCreate, PolicyInput, PolicyRead
 from shared.errors import NotFound
+from shared.http.audit import audited
 from shared.http.clock import Now
 from shared.http.etag import IfMatch, etag
 from shared.http.pagination import Page, Pagination
 from shared.http.problems import problem_responses
 
-router = APIRouter(prefix="/api/v1/notify/policies", tags=["notify: escalation policies"])
+router = APIRouter(
+    prefix="/api/v1/notify/policies",
+    tags=["notify: escalation policies"],
+    dependencies=[audited("notify.policies")],
+)
 
 
 @router.post(

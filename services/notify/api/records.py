@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field
 from services.notify.delivery_log import DeliveryRecord, LogStatus
 from services.notify.domain import escalation as esc
 from services.notify.domain.escalation import Escalation, EscalationStatus
+from services.notify.domain.triggers import TicketView
 from shared.contracts.notify import Channel
 
 
@@ -53,6 +54,30 @@ class EscalationRead(BaseModel):
             ended_at=escalation.ended_at,
             end_reason=escalation.end_reason,
         )
+
+
+class TicketRef(BaseModel):
+    """The ticket as notify followed it from the incident events."""
+
+    number: str | None
+    title: str | None
+    priority: str | None
+    status: str
+
+
+class AwaitingEscalationRead(EscalationRead):
+    ticket: TicketRef | None = Field(description="None until notify has seen the ticket's events")
+
+    @classmethod
+    def with_ticket(cls, escalation: Escalation, view: TicketView | None) -> AwaitingEscalationRead:
+        ticket = (
+            None
+            if view is None
+            else TicketRef(
+                number=view.number, title=view.title, priority=view.priority, status=view.status
+            )
+        )
+        return cls(**EscalationRead.of(escalation).model_dump(), ticket=ticket)
 
 
 class AttemptRead(BaseModel):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Depends, Query, Request, Response, status
 
 from services.notify import admin
 from services.notify.api.deps import Manager, Service, Staff
@@ -18,12 +18,24 @@ from services.notify.api.schemas import (
 )
 from services.notify.domain.rotations import Override, on_call
 from shared.errors import Invalid
+from shared.http.audit import audited
 from shared.http.clock import Now
 from shared.http.etag import IfMatch, etag
 from shared.http.pagination import Page, Pagination
 from shared.http.problems import problem_responses
 
-router = APIRouter(prefix="/api/v1/notify/rotations", tags=["notify: on-call rotations"])
+
+def override_cap(request: Request) -> int:
+    """ITSM_NOTIFY_MAX_ROTATION_OVERRIDES: a rotation's overrides that may be still to end."""
+    cap: int = request.app.state.notify_override_cap
+    return cap
+
+
+router = APIRouter(
+    prefix="/api/v1/notify/rotations",
+    tags=["notify: on-call rotations"],
+    dependencies=[audited("notify.rotations")],
+)
 
 
 @router.post(
@@ -85,8 +97,10 @@ async def replace_rotation(
 @router.post(
     "/{rotation_id}/overrides",
     status_code=status.HTTP_201_CREATED,
-    responses=problem_responses(401, 403, 404, 412, 422),
+    responses=problem_responses(401, 403, 404, 409, 412, 422),
     summary="Put someone else on call for a time range (managers and admins)",
+    description="At most `max_rotation_overrides` (200 by default) of a rotation's overrides "
+    "may be still to end: one more is refused with 409, naming the cap.",
 )
 async def add_override(
     rotation_id: str,
@@ -95,10 +109,13 @@ async def add_override(
     notify: Service,
     response: Response,
     expected: IfMatch,
+    now: Now,
+    cap: Annotated[int, Depends(override_cap)],
 ) -> RotationRead:
     stored = await admin.add_override(
-        notify, rotation_id, Override(body.user, body.start, body.end), expected=expected
-    )
+        notify, rotation_id, Override(body.user, body.start, body.end), expected=expected,
+        now=now, cap=cap,
+    )  # fmt: skip
     response.headers["ETag"] = etag(stored.version)
     return RotationRead.of(stored.rotation, stored.version)
 

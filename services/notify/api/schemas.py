@@ -262,6 +262,13 @@ class QuietHoursModel(Input):
 class WebhookModel(Input):
     url: Url
     secret: str = Field(min_length=16, max_length=256, description="HMAC key, at least 16 bytes")
+    previous_secret: str | None = Field(
+        None,
+        min_length=16,
+        max_length=256,
+        description="Rotation: the secret being retired; deliveries carry a signature with each "
+        "until it is removed, so the receiver can switch keys at its own pace",
+    )
 
 
 class PersonInput(Input):

@@ -6,8 +6,9 @@ request body bytes,
     X-ITSM-Timestamp: t
     X-ITSM-Signature: v1=hex(HMAC-SHA256(secret, f"{t}.".encode() + body))
 
-Several `v1=` entries may appear, comma-separated (room for signing with two secrets during a
-rotation); one matching entry is enough. `X-ITSM-Delivery` carries the notification's dedup
+Several `v1=` entries may appear, comma-separated: while a secret is rotated the body is signed
+with the new secret and the previous one, so a receiver holding either verifies; one matching
+entry is enough. `X-ITSM-Delivery` carries the notification's dedup
 key, the same on every retry, so a receiver can also drop duplicates inside the tolerance.
 """
 
@@ -40,10 +41,16 @@ class SignatureRejected(ValueError):
 class WebhookTarget:
     url: str = field(repr=False)  # may embed a token: treat as a secret, log only its host
     secret: str = field(repr=False)
+    previous_secret: str | None = field(default=None, repr=False)  # signs too while rotating
 
     def __post_init__(self) -> None:
-        if len(self.secret.encode()) < 16:
-            raise ValueError("a webhook secret must be at least 16 bytes")
+        for secret in (self.secret, self.previous_secret):
+            if secret is not None and len(secret.encode()) < 16:
+                raise ValueError("a webhook secret must be at least 16 bytes")
+
+    @property
+    def secrets(self) -> list[str]:
+        return [s for s in (self.secret, self.previous_secret) if s]
 
 
 def sign(secret: str | bytes, timestamp: int, body: bytes) -> str:
@@ -52,9 +59,14 @@ def sign(secret: str | bytes, timestamp: int, body: bytes) -> str:
     return f"{SCHEME}={digest}"
 
 
-def signature_headers(secret: str | bytes, body: bytes, now: datetime) -> dict[str, str]:
+def signature_headers(
+    secret: str | bytes | Sequence[str | bytes], body: bytes, now: datetime
+) -> dict[str, str]:
+    """One `v1=` signature per secret (the current one first)."""
     timestamp = int(now.timestamp())
-    return {TIMESTAMP_HEADER: str(timestamp), SIGNATURE_HEADER: sign(secret, timestamp, body)}
+    keys = [secret] if isinstance(secret, str | bytes) else list(secret)
+    signature = ",".join(sign(key, timestamp, body) for key in keys)
+    return {TIMESTAMP_HEADER: str(timestamp), SIGNATURE_HEADER: signature}
 
 
 def verify_signature(
@@ -134,6 +146,6 @@ class WebhookChannel(JsonPostChannel):
     async def send(self, message: Message, target: WebhookTarget) -> DeliveryResult:
         body = encode_json(webhook_payload(message))
         # signed per attempt: a retry after minutes still arrives with a fresh timestamp
-        headers = signature_headers(target.secret, body, self._now())
+        headers = signature_headers(target.secrets, body, self._now())
         headers[DELIVERY_HEADER] = message.dedup_key
         return await self.post(target.url, body, headers)

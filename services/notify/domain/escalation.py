@@ -109,6 +109,11 @@ Outcome = tuple[Escalation, list[EscalationFact]]
 Fired = tuple[Escalation, list[Notification], list[EscalationFact]]
 
 
+def awaits_acknowledgement(escalation: Escalation) -> bool:
+    """Someone may still take it: running, or exhausted without anyone having taken it."""
+    return (escalation.status, "acknowledge") in TRANSITIONS
+
+
 def escalation_id(policy_id: str, trigger_event_id: str) -> str:
     """Derived from the policy and the trigger, so a redelivered event names the escalation it
     already started; a UUID, so it sits in a URL path whatever the ids hold."""

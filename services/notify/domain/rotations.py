@@ -16,7 +16,7 @@ from datetime import date, datetime, time, timedelta
 from itertools import count
 
 from services.notify.domain.clock import as_utc, local_date, wall_to_utc, zone
-from shared.errors import Invalid
+from shared.errors import Conflict, Invalid
 
 WEEK = timedelta(days=7)
 WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
@@ -71,6 +71,27 @@ class Rotation:
 
     def with_override(self, override: Override) -> Rotation:
         return replace(self, overrides=(*self.overrides, override))
+
+
+def add_override(rotation: Rotation, override: Override, *, now: datetime, cap: int) -> Rotation:
+    """`rotation` with `override` added, keeping its overrides bounded: at most `cap` that have
+    not ended at `now` (one more is refused: Conflict naming the cap), and of those that have
+    ended, the `cap` that ended last (older ones are dropped; they decide nothing from now on)."""
+    instant = as_utc(now)
+    ongoing = [o for o in rotation.overrides if as_utc(o.end) > instant]
+    if as_utc(override.end) > instant and len(ongoing) >= cap:
+        raise Conflict(
+            f"rotation {rotation.id!r} has {len(ongoing)} overrides that have not ended, the cap "
+            f"of {cap} (max_rotation_overrides); add more once some have ended",
+            cap=cap,
+            ongoing=len(ongoing),
+        )
+    updated = rotation.with_override(override)
+    ended = sorted(
+        (o for o in updated.overrides if as_utc(o.end) <= instant), key=lambda o: as_utc(o.end)
+    )
+    dropped = {id(o) for o in ended[: max(len(ended) - cap, 0)]}
+    return replace(updated, overrides=tuple(o for o in updated.overrides if id(o) not in dropped))
 
 
 @dataclass(frozen=True)

@@ -121,6 +121,13 @@ _CLOCK_STOPS: dict[type[SlaEvent], StopReason] = {
 }
 
 
+def concerns_notify(event: SlaEvent) -> bool:
+    """A warning or breach may start an escalation and a clock that stops settles them; a clock
+    that starts, pauses or resumes is nothing notify acts on, so it reads and stores nothing for
+    it (most of the SLA topic's facts)."""
+    return event.event_type in TRIGGER_TYPES or type(event) in _CLOCK_STOPS
+
+
 def settlement(event: IncidentEvent | SlaEvent) -> Settlement | None:
     """Resolving, closing or cancelling the ticket settles all its escalations; an SLA clock
     that stops (met, missed, cancelled) settles the escalations its warnings or breach

@@ -10,7 +10,7 @@ never holds up the consumer or the other clients.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 import structlog
@@ -19,6 +19,7 @@ from aiokafka.errors import KafkaError
 from prometheus_client import Counter, Gauge
 
 from shared.background import BackgroundTask
+from shared.bus.limits import FetchLimits
 from shared.bus.memory import InMemoryBus
 from shared.bus.processing import SourcePosition
 from shared.contracts.codec import KafkaRecord, UndecodableRecord, decode
@@ -129,16 +130,26 @@ class KafkaTail:
     """Every partition of `topics`, from their end at start-up, without a consumer group."""
 
     def __init__(
-        self, bootstrap_servers: str, topics: Sequence[str], on_event: OnEvent, *, client_id: str
+        self,
+        bootstrap_servers: str,
+        topics: Sequence[str],
+        on_event: OnEvent,
+        *,
+        client_id: str,
+        security: Mapping[str, Any] | None = None,
+        fetch: FetchLimits | None = None,
     ) -> None:
         self._topics = list(topics)
         self._on_event = on_event
+        self._fetch = fetch or FetchLimits()
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap_servers,
             client_id=client_id,
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="latest",
+            **self._fetch.consumer_kwargs(),  # the service bus's bounds (shared/bus/limits.py)
+            **(security or {}),  # the service bus's (shared/bus/security.py)
         )
         self._assigned: set[TopicPartition] = set()
         self._worker = BackgroundTask(f"{client_id}-tail")
@@ -189,7 +200,9 @@ class KafkaTail:
                 if not self._assigned:
                     await asyncio.sleep(0.5)
                     continue
-                batches = await self._consumer.getmany(timeout_ms=500, max_records=500)
+                batches = await self._consumer.getmany(
+                    timeout_ms=500, max_records=self._fetch.max_records
+                )
             except KafkaError as exc:
                 log.warning("sla.stream.fetch_failed", error=str(exc))
                 await asyncio.sleep(0.5)

@@ -27,6 +27,7 @@ from services.sla.policies.store import CalendarFilter, PolicyFilter
 from shared.auth import Principal, Role, require_roles
 from shared.contracts.incidents import Priority, TicketType
 from shared.contracts.sla_policies import PolicyKind
+from shared.http.audit import audited
 from shared.http.clock import Now
 from shared.http.etag import IfMatch, RequiredIfMatch, etag
 from shared.http.pagination import Page, Pagination
@@ -37,6 +38,7 @@ router = APIRouter(
     prefix=BASE,
     tags=["sla policies"],
     responses=problem_responses(401, 403, 404, 409, 412, 422, 428),
+    dependencies=[audited("sla.policies")],  # policies and calendars: contract terms
 )
 
 
@@ -52,6 +54,8 @@ Reader = Annotated[
 ]
 Writer = Annotated[Principal, Depends(require_roles(Role.MANAGER, Role.ADMIN))]
 Version = Annotated[int | None, Query(ge=1, description="a past version (default: the latest)")]
+# Equality filters on names: capped like every other free-text query parameter (422 over it).
+Name = Annotated[str | None, Query(max_length=200)]
 EffectiveFrom = Annotated[
     datetime | None, Query(description="when the retirement applies (default: now)")
 ]
@@ -152,7 +156,7 @@ async def create_policy(
 async def list_policies(
     user: Reader, admin: Admin, page: Pagination, kind: PolicyKind | None = None,
     ticket_type: TicketType | None = None, priority: Priority | None = None,
-    service: str | None = None, group: str | None = None, calendar_id: str | None = None,
+    service: Name = None, group: Name = None, calendar_id: Name = None,
     status: Status | None = None,
 ) -> Page[PolicyOut]:  # fmt: skip
     filters = PolicyFilter(kind, ticket_type, priority, service, group, calendar_id, status)

@@ -32,6 +32,7 @@ from faust.exceptions import ConsumerNotStarted
 from services.sla.domain import PolicyCatalog
 from services.sla.processor.catalog import default_catalog
 from services.sla.processor.codec import StateFormatError, stored
+from services.sla.processor.fetching import applied, in_order
 from services.sla.processor.handling import Clock, Handled, SlaProcessor
 from services.sla.processor.kpis import KpiPublisher, KpiRecorder, is_kpi_key
 from services.sla.processor.metrics import faust_consumer_lags
@@ -41,6 +42,7 @@ from services.sla.processor.settings import SlaSettings
 from services.sla.processor.topics import SlaApp, due_topic, due_topic_name, platform_topic
 from services.sla.processor.wakeups import Wakeup, WakeupIndex
 from shared.bus.processing import SourcePosition
+from shared.bus.security import KafkaSecurity, kafka_security
 from shared.contracts.codec import KafkaRecord
 from shared.contracts.topics import Topic
 from shared.metrics import ConsumerLag
@@ -91,6 +93,21 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def broker_credentials(security: KafkaSecurity) -> faust.types.auth.CredentialsT | None:
+    """Faust's form of the platform's Kafka client security (shared/bus/security.py): SASL
+    (SCRAM) over TLS, TLS/mTLS alone, or nothing for PLAINTEXT."""
+    if security.uses_sasl:
+        return faust.SASLCredentials(
+            username=security.username,
+            password=security.password,
+            ssl_context=security.ssl_context,  # None: SASL_PLAINTEXT
+            mechanism=security.mechanism,
+        )
+    if security.uses_tls:
+        return faust.SSLCredentials(security.ssl_context)
+    return None
+
+
 def create_app(
     settings: SlaSettings | None = None,
     *,
@@ -104,9 +121,11 @@ def create_app(
     if settings.store.startswith("rocksdb") and importlib.util.find_spec("rocksdict") is None:
         raise RuntimeError("ITSM_SLA_STORE=rocksdb:// needs the rocksdict package installed")
     partitions = settings.topic_partitions
+    security = kafka_security(settings)
     app = SlaApp(
         settings.app_id,
         broker=settings.broker_urls(),
+        broker_credentials=broker_credentials(security),
         store=settings.store,
         datadir=str(settings.data_dir) if settings.data_dir else None,
         processing_guarantee="at_least_once",
@@ -117,11 +136,18 @@ def create_app(
         consumer_auto_offset_reset=settings.auto_offset_reset,
         broker_session_timeout=settings.session_timeout,
         broker_heartbeat_interval=min(3.0, settings.session_timeout / 3),
+        broker_request_timeout=max(settings.request_timeout, settings.session_timeout),
+        producer_request_timeout=settings.producer_request_timeout,
+        # what one worker holds before processing it (docs/security.md, bounded queues)
+        broker_max_poll_records=settings.kafka_max_poll_records,
+        consumer_max_fetch_size=settings.kafka_max_partition_fetch_bytes,
+        stream_buffer_maxsize=settings.stream_buffer_maxsize,
         producer_acks=-1,
         web_enabled=settings.web_enabled,
         web_port=settings.web_port,
         autodiscover=False,
     )
+    app.kafka_security = security.kwargs()  # for the processor's own aiokafka clients
     # A span per event processed, continuing the record's trace (the aiokafka instrumentation,
     # installed by the entry point's setup_tracing, adds send and receive spans).
     setup_opentelemetry(app)
@@ -170,24 +196,36 @@ def create_app(
     async def incident_events(stream: Any) -> AsyncIterator[Handled]:
         async for event in stream.events():
             message = event.message
+            if not await in_order(app.consumer, message.tp, message.offset):
+                continue
             record = KafkaRecord(event.key, event.value, normalise_headers(message.headers))
             position = SourcePosition(message.topic, message.partition, message.offset)
-            yield await processor.on_incident_record(record, position)
+            handled = await processor.on_incident_record(record, position)
+            applied(app.consumer, message.tp, message.offset)
+            yield handled
 
     @app.agent(due, name="sla-due")
     async def due_records(stream: Any) -> AsyncIterator[Handled]:
         async for event in stream.events():
             message = event.message
+            if not await in_order(app.consumer, message.tp, message.offset):
+                continue
             position = SourcePosition(message.topic, message.partition, message.offset)
-            yield await processor.on_due_record(event.value, position)
+            handled = await processor.on_due_record(event.value, position)
+            applied(app.consumer, message.tp, message.offset)
+            yield handled
 
     @app.agent(changes, name="sla-changes")
     async def change_events(stream: Any) -> AsyncIterator[Handled]:
         async for event in stream.events():
             message = event.message
+            if not await in_order(app.consumer, message.tp, message.offset):
+                continue
             record = KafkaRecord(event.key, event.value, normalise_headers(message.headers))
             position = SourcePosition(message.topic, message.partition, message.offset)
-            yield await processor.on_change_record(record, position)
+            handled = await processor.on_change_record(record, position)
+            applied(app.consumer, message.tp, message.offset)
+            yield handled
 
     @app.timer(interval=settings.kpi_publish_interval, name="sla-kpis")  # type: ignore[untyped-decorator]
     async def publish_kpis() -> None:

@@ -32,6 +32,8 @@ from services.sla.policies.catalog import ManagedCatalog, PolicyLog
 from services.sla.processor.handling import SlaProcessor
 from services.sla.processor.settings import SlaSettings
 from shared.bus.kafka import KafkaBus
+from shared.bus.limits import REQUEST_TIMEOUT_MS, fetch_limits
+from shared.bus.security import kafka_client_kwargs
 from shared.bus.topics import platform_topics
 from shared.contracts.codec import KafkaRecord, UndecodableRecord, decode
 from shared.contracts.registry import UnknownEventType
@@ -58,6 +60,7 @@ class PolicyFeed(faust.Service):
         self.versions = PolicyLog(processor.catalog)  # the processor starts with the defaults
         self.skipped = 0
         self._consumer: AIOKafkaConsumer | None = None
+        self._security = kafka_client_kwargs(settings)
 
     @property
     def catalog(self) -> ManagedCatalog:
@@ -72,6 +75,8 @@ class PolicyFeed(faust.Service):
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
+            **fetch_limits(self.settings).consumer_kwargs(),
+            **self._security,
         )
         await consumer.start()
         partitions = [TopicPartition(self.topic, p) for p in range(count)]
@@ -102,6 +107,7 @@ class PolicyFeed(faust.Service):
                 self.settings.kafka_bootstrap,
                 client_id=f"{self.settings.app_id}-policies",
                 replication_factor=self.settings.topic_replication_factor,
+                security=self._security,
             )
             await bus.ensure_topics(specs)
 
@@ -109,7 +115,12 @@ class PolicyFeed(faust.Service):
         """The topic's partition count; complains when it is not compacted (created by hand, or
         before it was declared so): it would delete old versions after its retention, and a
         worker started after that would measure without them."""
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.kafka_bootstrap)
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=self.settings.kafka_bootstrap,
+            client_id=f"{self.settings.app_id}-policies",
+            request_timeout_ms=REQUEST_TIMEOUT_MS,
+            **self._security,
+        )
         await admin.start()
         try:
             [described] = await admin.describe_topics([self.topic])

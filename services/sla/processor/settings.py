@@ -55,6 +55,12 @@ class SlaSettings(ServiceSettings):
     # How long a crashed worker keeps its partitions before the group moves them (Faust's
     # default is 60 s). The broker's group.min.session.timeout.ms (6 s by default) is the floor.
     session_timeout: float = Field(10.0, ge=6, le=1800)
+    # Bounds (docs/security.md): unprocessed records a stream buffers before flow control pauses
+    # its fetch (Faust's default, explicit), and how long a request to the broker (a consumer's
+    # or admin's: at least the session timeout) or a produced batch may take before it fails.
+    stream_buffer_maxsize: int = Field(4096, ge=1, le=1_000_000)
+    request_timeout: float = Field(90.0, ge=6, le=3600)
+    producer_request_timeout: float = Field(1200.0, ge=10, le=3600)
     web_enabled: bool = False
     web_port: int = Field(6066, ge=1, le=65535)
     # Prometheus metrics at http://<metrics_host>:<metrics_port>/metrics (0: not served). Not

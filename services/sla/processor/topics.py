@@ -7,18 +7,23 @@ next rebalance (measured on Kafka 4.4: the due topic sat unassigned with `Ignori
 topic`). So `SlaApp.on_start` declares every topic first — the platform topics with the
 platform's settings, the due topic and the table's changelog — waits until the broker's
 metadata lists them all, and checks that the co-partitioned ones agree on their partition count.
+
+It creates only the topics that are missing (asked with a describe first): on a secured cluster
+the worker's principal may read and write the platform topics but not create them (they are the
+operator's, e.g. Strimzi KafkaTopic resources); its own topics (`<app id>-…`) it may.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import faust
 from aiokafka.admin import AIOKafkaAdminClient
 
+from shared.bus.limits import REQUEST_TIMEOUT_MS
 from shared.bus.topics import platform_topics
 
 DUE_RETENTION_MS = str(24 * 3600 * 1000)  # due records are worthless after a day
@@ -40,7 +45,9 @@ def platform_topic(app: faust.App, name: str, partitions: int) -> Any:
         key_serializer="raw",
         value_serializer="raw",
         partitions=spec.partitions,
-        internal=True,  # lets Faust create it, with these settings, when it is missing
+        # Not internal: Faust would try to create it on every start, which a least-privilege
+        # principal may not (docs/security.md); SlaApp.on_start creates it only when missing.
+        internal=False,
         config=dict(spec.config) or None,
     )
 
@@ -61,16 +68,19 @@ class SlaApp(faust.App):
 
     declared_topics: Sequence[Any] = ()
     copartitioned: Sequence[str] = ()  # topic names that must have `conf.topic_partitions`
+    kafka_security: Mapping[str, Any] = {}  # aiokafka security arguments (create_app sets them)
     sla: Any = None  # the SlaComponents, set by create_app
 
     async def on_start(self) -> None:
         await super().on_start()
         if not self.declared_topics:
             return
-        for topic in self.declared_topics:
-            await topic.maybe_declare()
         names = [topic.get_topic_name() for topic in self.declared_topics]
-        counts = await wait_for_topics(self.conf.broker, names)
+        present = await existing_topics(self.conf.broker, names, self.kafka_security)
+        for topic in self.declared_topics:
+            if topic.get_topic_name() not in present:
+                await topic.declare()
+        counts = await wait_for_topics(self.conf.broker, names, self.kafka_security)
         expected = self.conf.topic_partitions
         wrong = {n: counts[n] for n in self.copartitioned if counts[n] != expected}
         if wrong:
@@ -81,11 +91,35 @@ class SlaApp(faust.App):
             )
 
 
-async def wait_for_topics(brokers: Sequence[Any], names: Sequence[str]) -> dict[str, int]:
+def _admin(brokers: Sequence[Any], security: Mapping[str, Any] | None) -> AIOKafkaAdminClient:
+    bootstrap = ",".join(f"{url.host}:{url.port or 9092}" for url in brokers)
+    return AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap,
+        client_id="itsm-sla-topics",
+        request_timeout_ms=REQUEST_TIMEOUT_MS,
+        **(security or {}),
+    )
+
+
+async def existing_topics(
+    brokers: Sequence[Any], names: Sequence[str], security: Mapping[str, Any] | None = None
+) -> set[str]:
+    """Those of `names` the broker has (and lets this principal see)."""
+    admin = _admin(brokers, security)
+    await admin.start()
+    try:
+        described = await admin.describe_topics(list(names))
+    finally:
+        await admin.close()
+    return {d["topic"] for d in described if d["error_code"] == 0}
+
+
+async def wait_for_topics(
+    brokers: Sequence[Any], names: Sequence[str], security: Mapping[str, Any] | None = None
+) -> dict[str, int]:
     """Poll the broker's metadata until every topic in `names` is listed; their partition
     counts."""
-    bootstrap = ",".join(f"{url.host}:{url.port or 9092}" for url in brokers)
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="itsm-sla-topics")
+    admin = _admin(brokers, security)
     await admin.start()
     deadline = time.monotonic() + METADATA_TIMEOUT
     try:
