@@ -496,3 +496,11 @@ async def test_nothing_is_lost_or_applied_twice_when_each_process_and_the_broker
     problems = log_problems(changes, change_events, "itsm.change.created.v1")
     assert not problems, "the changes disagree with the event log:\n" + "\n".join(problems[:20])
     print(f"checked in {time.monotonic() - began:.0f}s from the start of the load")
+
+    # No secret in any process's log of the whole run: keys, the pager's webhook secret, tokens.
+    secrets = {
+        "the dev signing key": stack.env["ITSM_DEV_SIGNING_KEY"],
+        "the ack-link key": stack.env["ITSM_NOTIFY_ACK_LINK_KEY"],
+        "the webhook secret": SECRET,
+    }
+    assert stack.leaks(secrets) == []

@@ -289,7 +289,10 @@ def check_letters(
                     + len(original.key or b"")
                     + sum(len(k) + len(v) for k, v in original.headers)
                 )
-                if headers[DeadLetterHeaders.TRUNCATED] != str(size).encode() or not (
+                # Once an earlier test in the process instrumented aiokafka, the test's own
+                # producer adds a `traceparent` header (55 characters) to what it sends.
+                sizes = {size, size + len("traceparent") + 55}
+                if int(headers[DeadLetterHeaders.TRUNCATED]) not in sizes or not (
                     original.value.startswith(letter.value)
                 ):
                     problems.append(f"{label}: truncated copy is not a prefix of the original")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import secrets
 import signal
 import sys
@@ -117,6 +118,23 @@ class PrivateStack:
         """The end of every log, for a failure message."""
         logs = sorted((self.state / "logs").glob("*.log"))
         return "\n".join(f"----- {p.name} -----\n{tail(p, lines)}" for p in logs)
+
+    def leaks(self, secrets: Mapping[str, str]) -> list[str]:
+        """Which of `secrets` (and any bearer token: a JWT) some process wrote to its log."""
+        logs = sorted((self.state / "logs").glob("*.log"))
+        assert {p.stem for p in logs} >= SERVICE_LOGS, [p.name for p in logs]
+        found = []
+        for log in logs:
+            text = log.read_bytes()
+            found += [
+                f"{what} in {log.name}" for what, value in secrets.items() if value.encode() in text
+            ]
+            found += [f"a JWT in {log.name}"] if JWT.search(text) else []
+        return found
+
+
+SERVICE_LOGS = {"incidents", "changes", "sla-api", "sla-worker", "notify"}
+JWT = re.compile(rb"eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}")
 
 
 def stack_env(state: Path, run_id: str, extra_env: Mapping[str, str]) -> dict[str, str]:
