@@ -11,7 +11,7 @@ import contextlib
 import json
 import secrets
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +32,7 @@ from shared.auth.principal import Role
 from shared.auth.tokens import mint_dev_token
 from shared.http.openapi import api_routes
 from shared.runtime import in_memory
+from tests.support.apps import asgi_client
 
 ISSUER = "itsm-dev"
 AUDIENCE = "itsm"
@@ -293,3 +294,20 @@ async def request(
         await asyncio.wait_for(task, 10)  # an exception the app raised surfaces here
     assert state["status"] is not None, f"{method} {path}: no answer within 10 s"
     return Answer(state["status"], state["headers"], state["body"])
+
+
+def admin(signing_key: str) -> dict[str, str]:
+    """Headers of a caller holding every role."""
+    return Tokens(signing_key).headers("root", *(role.value for role in Role))
+
+
+@contextlib.asynccontextmanager
+async def running_apps(signing_key: str) -> AsyncIterator[dict[str, FastAPI]]:
+    """Every service's app, started (lifespan run) in-process, by service name."""
+    async with contextlib.AsyncExitStack() as stack:
+        running = {}
+        for name in SERVICES:
+            app = build_app(name, signing_key)
+            await stack.enter_async_context(asgi_client(app))
+            running[name] = app
+        yield running

@@ -10,24 +10,20 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack
 from typing import Any
 
 import pytest
 from fastapi import FastAPI
 
-from shared.auth.principal import Role
 from shared.settings import ServiceSettings
 from tests.security.services import (
-    SERVICES,
     Operation,
-    Tokens,
-    build_app,
+    admin,
     filled_path,
     operations,
     request,
+    running_apps,
 )
-from tests.support.apps import asgi_client
 
 PAGE_CAP = 100
 BODY_LIMIT = ServiceSettings.model_fields["max_body_bytes"].default
@@ -35,17 +31,8 @@ BODY_LIMIT = ServiceSettings.model_fields["max_body_bytes"].default
 
 @pytest.fixture(scope="module")
 async def apps(signing_key: str) -> AsyncIterator[dict[str, FastAPI]]:
-    async with AsyncExitStack() as stack:
-        running = {}
-        for name in SERVICES:
-            app = build_app(name, signing_key)
-            await stack.enter_async_context(asgi_client(app))
-            running[name] = app
+    async with running_apps(signing_key) as running:
         yield running
-
-
-def admin(signing_key: str) -> dict[str, str]:
-    return Tokens(signing_key).headers("root", *(role.value for role in Role))
 
 
 def paged(app: FastAPI, service: str) -> list[tuple[Operation, dict[str, Any]]]:

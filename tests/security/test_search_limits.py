@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -26,17 +25,14 @@ from urllib.parse import urlencode
 import pytest
 from fastapi import FastAPI
 
-from shared.auth.principal import Role
 from tests.security.services import (
-    SERVICES,
     Operation,
-    Tokens,
-    build_app,
+    admin,
     filled_path,
     operations,
     request,
+    running_apps,
 )
-from tests.support.apps import asgi_client
 
 ROOT = Path(__file__).resolve().parents[2]
 TEXT_CAP = 200  # the longest free-text query parameter any list may declare
@@ -48,17 +44,8 @@ TEXT_SEARCH = "q"
 
 @pytest.fixture(scope="module")
 async def apps(signing_key: str) -> AsyncIterator[dict[str, FastAPI]]:
-    async with AsyncExitStack() as stack:
-        running = {}
-        for name in SERVICES:
-            app = build_app(name, signing_key)
-            await stack.enter_async_context(asgi_client(app))
-            running[name] = app
+    async with running_apps(signing_key) as running:
         yield running
-
-
-def admin(signing_key: str) -> dict[str, str]:
-    return Tokens(signing_key).headers("root", *(role.value for role in Role))
 
 
 def _string_schema(schema: dict[str, Any]) -> dict[str, Any] | None:
