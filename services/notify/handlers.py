@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import structlog
 
@@ -54,6 +55,7 @@ from shared.contracts.registry import contract_for, is_registered
 from shared.contracts.sla import SlaEvent
 from shared.errors import NotFound
 from shared.store.errors import AlreadyExists, ConcurrencyConflict
+from shared.store.repository import OnWrite
 from shared.telemetry import trace_reference
 
 log = structlog.get_logger(__name__)
@@ -85,6 +87,22 @@ class Notify:
     tokens: UsedTokens
     on_wakeup: Callable[[str, datetime | None], None] = _ignore_wakeup
     on_deliveries: Callable[[], None] = _ignore
+
+    @classmethod
+    def on(cls, database: Any, on_write: OnWrite | None = None) -> Notify:
+        """Every store on one database; `on_write` is told of the writes that carry events
+        (escalations and deliveries: the outbox relay's nudge)."""
+        return cls(
+            policies=PolicyStore(database),
+            rotations=RotationRepository(database),
+            people=PersonRepository(database),
+            groups=GroupRepository(database),
+            subscriptions=SubscriptionStore(database),
+            escalations=EscalationRepository(database, on_write=on_write),
+            views=ViewStore(database),
+            deliveries=DeliveryRepository(database, on_write=on_write),
+            tokens=UsedTokens(database),
+        )
 
     async def ensure_indexes(self) -> None:
         await self.policies.ensure_indexes()

@@ -32,23 +32,12 @@ from services.notify.channels import (
     WebhookChannel,
     build_http_client,
 )
-from services.notify.delivery_log import DeliveryRepository
 from services.notify.domain.breaker import BreakerSettings
 from services.notify.domain.delivery import RetryPolicy
 from services.notify.domain.rate_limit import RateLimit
 from services.notify.handlers import Notify
 from services.notify.routing import Links
 from services.notify.sender import DeliveryRules, DeliveryWorker, Send
-from services.notify.store import (
-    EscalationRepository,
-    GroupRepository,
-    PersonRepository,
-    PolicyStore,
-    RotationRepository,
-    SubscriptionStore,
-    UsedTokens,
-    ViewStore,
-)
 from services.notify.ticker import EscalationTicker
 from shared.bus.port import Subscription, TopicSpec
 from shared.contracts import Envelope, Topic
@@ -176,17 +165,7 @@ async def build(settings: ServiceSettings, runtime: Runtime) -> ServiceUnit:
         if entries:  # writes without events need no relay pass
             relay.nudge(name, document_id, entries, first)
 
-    notify = Notify(
-        policies=PolicyStore(runtime.database),
-        rotations=RotationRepository(runtime.database),
-        people=PersonRepository(runtime.database),
-        groups=GroupRepository(runtime.database),
-        subscriptions=SubscriptionStore(runtime.database),
-        escalations=EscalationRepository(runtime.database, on_write=on_write),
-        views=ViewStore(runtime.database),
-        deliveries=DeliveryRepository(runtime.database, on_write=on_write),
-        tokens=UsedTokens(runtime.database),
-    )
+    notify = Notify.on(runtime.database, on_write)
     relay = OutboxRelay(
         runtime.bus,
         [notify.escalations.collection, notify.deliveries.collection],

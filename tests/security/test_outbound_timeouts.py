@@ -35,7 +35,6 @@ from services.notify.channels import (
     WebhookChannel,
     build_http_client,
 )
-from services.notify.delivery_log import DeliveryRepository
 from services.notify.documents import Person, WebhookEndpoint
 from services.notify.domain.breaker import BreakerSettings
 from services.notify.domain.delivery import RetryPolicy
@@ -43,16 +42,6 @@ from services.notify.handlers import Notify
 from services.notify.main import NotifySettings
 from services.notify.routing import Links
 from services.notify.sender import DeliveryRules, DeliveryWorker
-from services.notify.store import (
-    EscalationRepository,
-    GroupRepository,
-    PersonRepository,
-    PolicyStore,
-    RotationRepository,
-    SubscriptionStore,
-    UsedTokens,
-    ViewStore,
-)
 from shared.bus.limits import REQUEST_TIMEOUT_MS, FetchLimits
 from shared.contracts.codec import KafkaRecord
 from shared.store.memory import InMemoryDatabase
@@ -212,13 +201,7 @@ class Clock:
 @pytest.mark.timeout(30)  # a hang (no timeout on a channel) fails here, not in CI's global limit
 async def test_a_receiver_that_never_answers_is_a_timed_out_attempt_to_retry() -> None:
     database = InMemoryDatabase()
-    notify = Notify(
-        policies=PolicyStore(database), rotations=RotationRepository(database),
-        people=PersonRepository(database), groups=GroupRepository(database),
-        subscriptions=SubscriptionStore(database), escalations=EscalationRepository(database),
-        views=ViewStore(database), deliveries=DeliveryRepository(database),
-        tokens=UsedTokens(database),
-    )  # fmt: skip
+    notify = Notify.on(database)
     clock = Clock(T0)
     dead: list[KafkaRecord] = []
 

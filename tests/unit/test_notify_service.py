@@ -14,7 +14,7 @@ import pytest
 from services.notify import admin, handlers
 from services.notify.api.schemas import PolicyCreate
 from services.notify.channels import DeliveryResult, Message, Outcome, Templates
-from services.notify.delivery_log import DeliveryRecord, DeliveryRepository
+from services.notify.delivery_log import DeliveryRecord
 from services.notify.documents import Person
 from services.notify.domain.acklinks import verify_token
 from services.notify.domain.breaker import BreakerSettings
@@ -23,16 +23,6 @@ from services.notify.domain.subscriptions import Subscription
 from services.notify.handlers import Notify
 from services.notify.routing import Links
 from services.notify.sender import DeliveryRules, DeliveryWorker
-from services.notify.store import (
-    EscalationRepository,
-    GroupRepository,
-    PersonRepository,
-    PolicyStore,
-    RotationRepository,
-    SubscriptionStore,
-    UsedTokens,
-    ViewStore,
-)
 from services.notify.ticker import EscalationTicker
 from shared.bus.port import DeadLetterHeaders
 from shared.contracts.codec import KafkaRecord
@@ -100,13 +90,7 @@ class Harness:
 @pytest.fixture
 async def harness() -> Harness:
     database = InMemoryDatabase()
-    notify = Notify(
-        policies=PolicyStore(database), rotations=RotationRepository(database),
-        people=PersonRepository(database), groups=GroupRepository(database),
-        subscriptions=SubscriptionStore(database), escalations=EscalationRepository(database),
-        views=ViewStore(database), deliveries=DeliveryRepository(database),
-        tokens=UsedTokens(database),
-    )  # fmt: skip
+    notify = Notify.on(database)
     clock = Clock(T0)
     mail = Recorder()
     dead: list[KafkaRecord] = []
