@@ -13,6 +13,7 @@ from typing import Any
 
 from services.incidents.domain import Incident
 from shared.auth.principal import Principal, Role
+from shared.auth.reach import AgentReach
 
 SUPERVISORS = frozenset({Role.MANAGER, Role.ADMIN})
 
@@ -36,6 +37,10 @@ class AccessScope:
     def is_agent(self) -> bool:
         return Role.AGENT in self.user.roles
 
+    @property
+    def reach(self) -> AgentReach:
+        return AgentReach(self.subject, self.groups, self.triage, self.agents_see_all)
+
     def owns(self, incident: Incident) -> bool:
         return incident.requester == self.subject
 
@@ -45,12 +50,7 @@ class AccessScope:
             return True
         if not self.is_agent:
             return False
-        return (
-            self.agents_see_all
-            or incident.assignment_group in self.groups
-            or incident.assignee == self.subject
-            or (incident.assignment_group is None and self.triage)
-        )
+        return self.reach.reaches(incident.assignment_group, incident.assignee)
 
     def can_view(self, incident: Incident) -> bool:
         return (
@@ -65,14 +65,10 @@ class AccessScope:
             return {}
         visible: list[dict[str, Any]] = []
         if self.is_agent:
-            if self.agents_see_all:
+            clauses = self.reach.clauses()
+            if clauses is None:
                 return {}
-            visible += [
-                {"assignment_group": {"$in": sorted(self.groups)}},
-                {"assignee": self.subject},
-            ]
-            if self.triage:
-                visible.append({"assignment_group": None})
+            visible += clauses
         if Role.REQUESTER in self.user.roles:
             visible.append({"requester": self.subject})
         return {"$or": visible} if visible else None

@@ -5,7 +5,7 @@ version-guarded write."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -15,7 +15,8 @@ from services.incidents.domain import GroupRef, Incident, OpenIncident, Outcome,
 from services.incidents.domain.timeline import entry
 from services.incidents.store import Group, GroupRepository, IncidentFilter, IncidentRepository
 from shared.auth.principal import Principal, Role
-from shared.contracts.incidents import Closure
+from shared.auth.reach import AgentReach
+from shared.contracts.incidents import AssignmentGroupSaved, Closure
 from shared.errors import Forbidden, NotFound, PreconditionFailed
 from shared.ids import uuid7
 from shared.store.outcomes import store_changed, store_created
@@ -37,11 +38,9 @@ class Incidents:
 
     async def scope(self, user: Principal) -> AccessScope:
         groups = await self.groups.of_member(user.subject) if Role.AGENT in user.roles else []
+        reach = AgentReach.of(user.subject, [(g.name, g.tier) for g in groups])
         return AccessScope(
-            user=user,
-            groups=frozenset(g.name for g in groups),
-            triage=any(g.tier == "L1" for g in groups),
-            agents_see_all=self.agents_see_all,
+            user=user, groups=reach.groups, triage=reach.triage, agents_see_all=self.agents_see_all
         )
 
 
@@ -245,3 +244,36 @@ def may_edit(fields: set[str]) -> Callable[[AccessScope, Incident], bool]:
         )
 
     return allowed
+
+
+# ---- assignment groups -------------------------------------------------------------------------
+
+
+def group_saved(group: Group) -> AssignmentGroupSaved:
+    """The group as other services see it: who works the tickets assigned to it."""
+    return AssignmentGroupSaved(
+        name=group.name, tier=group.tier, members=list(group.members), manager=group.manager
+    )
+
+
+async def add_group(incidents: Incidents, group: Group, *, now: datetime) -> Group:
+    return await store_created(
+        incidents.groups, group, [group_saved(group)], aggregate_id=group.name,
+        source=SOURCE, now=now,
+    )  # fmt: skip
+
+
+async def set_group_members(
+    incidents: Incidents, name: str, members: tuple[str, ...], manager: str | None, *,
+    now: datetime, expected_version: int | None,
+) -> Group:  # fmt: skip
+    group = await incidents.groups.get(name)
+    if group is None:
+        raise NotFound(f"assignment group {name} not found")
+    if expected_version is not None and expected_version != group.version:
+        raise PreconditionFailed(group.version)
+    updated = replace(group, members=members, manager=manager, version=group.version + 1)
+    return await store_changed(
+        incidents.groups, updated, [group_saved(updated)], aggregate_id=name,
+        from_version=group.version, source=SOURCE, now=now,
+    )  # fmt: skip

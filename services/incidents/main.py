@@ -54,10 +54,11 @@ class IncidentsSettings(ServiceSettings):
 async def build(settings: ServiceSettings, runtime: Runtime) -> ServiceUnit:
     config = settings if isinstance(settings, IncidentsSettings) else IncidentsSettings()
     repo = IncidentRepository(runtime.database, on_write=lambda *written: relay.nudge(*written))
-    groups = GroupRepository(runtime.database)
+    # Groups publish their members too (`itsm.group.saved.v1`): the SLA API scopes agents by them.
+    groups = GroupRepository(runtime.database, on_write=lambda *written: relay.nudge(*written))
     relay = OutboxRelay(
         runtime.bus,
-        [repo.collection],
+        [repo.collection, groups.collection],
         poll_interval=settings.relay_poll_interval,
         batch_size=settings.relay_batch_size,
         name="incidents-outbox-relay",

@@ -11,10 +11,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from services.sla.domain.kpis import KpiPartial, summarize
 from services.sla.store import (
+    ASSIGNMENT_SEQUENCE,
+    AccessStore,
     Document,
     KpiFilter,
     KpiPartialStore,
@@ -22,8 +24,11 @@ from services.sla.store import (
     TimerStore,
     timer_key,
 )
+from shared.auth.principal import Principal, Role
+from shared.auth.reach import AgentReach
 from shared.bus.port import PermanentEventError
 from shared.contracts.envelope import Envelope
+from shared.contracts.incidents import AssignmentGroupSaved, IncidentAssigned
 from shared.contracts.registry import contract_for, is_registered
 from shared.contracts.sla import SlaEvent, SlaPaused, SlaWarning, TimerStatus
 from shared.contracts.sla_kpis import KpiUpdated
@@ -272,10 +277,12 @@ class SlaReadModel:
 
     timers: TimerStore
     kpis: KpiPartialStore
+    access: AccessStore
     # Selecting by percent used happens here, not in the database (it depends on the clock and
     # on two fields): at most this many running timers, soonest deadline first, are examined.
     at_risk_scan_limit: int = 5_000
     kpi_partial_limit: int = 50_000
+    agents_see_all: bool = False  # as the incidents service's setting of that name
 
 
 async def on_sla_fact(model: SlaReadModel, envelope: Envelope, *, now: datetime) -> bool:
@@ -285,13 +292,70 @@ async def on_sla_fact(model: SlaReadModel, envelope: Envelope, *, now: datetime)
     if fact is None:
         return False
     fields = timer_fields(fact, name=fact_name(envelope.type), event_id=envelope.id, now=now)
-    return await model.timers.apply(
-        timer_key(fact.ticket_id, fact.metric), envelope.sequence, fields
+    assignment = await model.access.assignment(fact.ticket_id)
+    applied = await model.timers.apply(
+        timer_key(fact.ticket_id, fact.metric), envelope.sequence, {**fields, **assignment}
     )
+    if applied:
+        # An assignment stored since it was read may have missed this timer (not yet written)
+        # and been overwritten by it: read it again and catch up.
+        latest = await model.access.assignment(fact.ticket_id)
+        if latest[ASSIGNMENT_SEQUENCE] > assignment[ASSIGNMENT_SEQUENCE]:
+            await model.timers.assign(fact.ticket_id, latest)
+    return applied
 
 
-async def ticket_sla(model: SlaReadModel, ticket_id: str, *, now: datetime) -> list[TimerReading]:
-    documents = await model.timers.of_ticket(ticket_id)
+async def on_incident_event(model: SlaReadModel, envelope: Envelope, *, now: datetime) -> bool:
+    """Follow who works which ticket: a group's members, a ticket's assignment. False when it
+    changed nothing (another type, or not newer than what is stored)."""
+    if envelope.type not in WHO_WORKS_WHAT:
+        return False
+    event = contract_for(envelope.type).model_validate(envelope.data)
+    if envelope.sequence < 1:
+        raise PermanentEventError(f"{envelope.type} {envelope.id} has no sequence")
+    if isinstance(event, AssignmentGroupSaved):
+        if envelope.subject != event.name:
+            raise PermanentEventError(f"group event {envelope.id} is not keyed by its group")
+        return await model.access.apply_group(
+            event.name, envelope.sequence, event.tier, event.members
+        )
+    assigned = cast(IncidentAssigned, event)
+    if envelope.subject != assigned.incident_id:
+        raise PermanentEventError(f"incident event {envelope.id} is not keyed by its incident")
+    ticket = assigned.incident_id
+    applied = await model.access.apply_assignment(
+        ticket, envelope.sequence, assigned.group, assigned.assignee
+    )
+    # Also after a redelivery: a crash may have come between the two writes.
+    await model.timers.assign(ticket, await model.access.assignment(ticket))
+    return applied
+
+
+WHO_WORKS_WHAT = frozenset({AssignmentGroupSaved.event_type, IncidentAssigned.event_type})
+SUPERVISORS = frozenset({Role.MANAGER, Role.ADMIN})
+
+
+async def reach_of(model: SlaReadModel, user: Principal) -> AgentReach | None:
+    """The tickets an agent works (None: a manager or admin, who sees every ticket)."""
+    if user.has_any(SUPERVISORS):
+        return None
+    memberships = await model.access.memberships(user.subject)
+    return AgentReach.of(user.subject, memberships, everything=model.agents_see_all)
+
+
+async def works_on(model: SlaReadModel, reach: AgentReach | None, ticket_id: str) -> bool:
+    if reach is None or reach.everything:
+        return True
+    assignment = await model.access.assignment(ticket_id)
+    return reach.reaches(assignment["assignment_group"], assignment["assignee"])
+
+
+async def ticket_sla(
+    model: SlaReadModel, ticket_id: str, *, now: datetime, reach: AgentReach | None = None
+) -> list[TimerReading]:
+    """A ticket's timers; not found, as if it had none, for an agent who does not work it."""
+    worked = await works_on(model, reach, ticket_id)
+    documents = await model.timers.of_ticket(ticket_id) if worked else []
     if not documents:
         raise NotFound(f"no SLA timers for ticket {ticket_id}")
     return [read_timer(d, now) for d in documents]

@@ -1,8 +1,9 @@
 """SLA read API entry point: `uvicorn services.sla.main:create_app --factory`.
 
 Besides the HTTP API, the process materialises the SLA facts and KPI partials from the bus into
-MongoDB (one consumer group shared by the replicas), and tails both topics for its live streams
-(no group: every replica sees every record).
+MongoDB (one consumer group shared by the replicas), follows who works which ticket from the
+incident events (assignment groups and assignments, to scope agents), and tails both SLA topics
+for its live streams (no group: every replica sees every record).
 """
 
 from __future__ import annotations
@@ -19,11 +20,12 @@ from services.sla.api.live import KafkaTail, LiveHub, MemoryTail, OnEvent, Tail
 from services.sla.handlers import SlaReadModel
 from services.sla.policies import api as policies_api
 from services.sla.policies import wiring as policies
-from services.sla.store import KpiPartialStore, TimerStore
+from services.sla.store import AccessStore, KpiPartialStore, TimerStore
 from shared.bus.kafka import KafkaBus
 from shared.bus.memory import InMemoryBus
 from shared.bus.port import Bus, Subscription, TopicSpec
 from shared.contracts import Envelope, Topic
+from shared.http.audit_log import audit_log_router
 from shared.runtime import Runtime, ServiceUnit, service_app
 from shared.settings import ServiceSettings
 
@@ -41,6 +43,10 @@ class SlaApiSettings(ServiceSettings):
     stream_heartbeat_seconds: float = Field(15.0, gt=0, le=300)
     at_risk_scan_limit: int = Field(5_000, ge=100, le=1_000_000)
     kpi_partial_limit: int = Field(50_000, ge=100, le=10_000_000)
+    # Agents see the SLA of the tickets they work (their groups', their own, the triage queue
+    # for L1 members), followed from the incident events; keep equal to the incidents service's.
+    agents_see_all: bool = False
+    incidents_topic: str = Field(str(Topic.INCIDENTS), description="Who works which ticket")
 
 
 def live_tail(bus: Bus, topics: Sequence[str], on_event: OnEvent, *, client_id: str) -> Tail:
@@ -76,8 +82,10 @@ async def build_read_model(settings: ServiceSettings, runtime: Runtime) -> Servi
     model = SlaReadModel(
         timers=TimerStore(runtime.database),
         kpis=KpiPartialStore(runtime.database),
+        access=AccessStore(runtime.database),
         at_risk_scan_limit=config.at_risk_scan_limit,
         kpi_partial_limit=config.kpi_partial_limit,
+        agents_see_all=config.agents_see_all,
     )
     topics = [config.facts_topic, config.kpis_topic]
     fact_hub = LiveHub("sla", config.stream_queue_size)
@@ -95,10 +103,16 @@ async def build_read_model(settings: ServiceSettings, runtime: Runtime) -> Servi
     async def on_kpi(envelope: Envelope) -> None:
         await handlers.on_kpi_partial(model, envelope, now=runtime.clock())
 
+    async def on_incident(envelope: Envelope) -> None:
+        await handlers.on_incident_event(model, envelope, now=runtime.clock())
+
     async def start() -> None:
         await model.timers.ensure_indexes()
         await model.kpis.ensure_indexes()
-        await runtime.bus.ensure_topics([TopicSpec(t, settings.topic_partitions) for t in topics])
+        await model.access.ensure_indexes()
+        await runtime.bus.ensure_topics(
+            [TopicSpec(t, settings.topic_partitions) for t in [*topics, config.incidents_topic]]
+        )
         await tail.start()
         group = config.consumer_group
         subscriptions.append(
@@ -106,6 +120,9 @@ async def build_read_model(settings: ServiceSettings, runtime: Runtime) -> Servi
         )
         subscriptions.append(
             await runtime.bus.subscribe(f"{group}-kpis", [config.kpis_topic], on_kpi)
+        )
+        subscriptions.append(
+            await runtime.bus.subscribe(f"{group}-access", [config.incidents_topic], on_incident)
         )
 
     async def stop() -> None:
@@ -129,7 +146,7 @@ async def build_read_model(settings: ServiceSettings, runtime: Runtime) -> Servi
     )
 
 
-routers = [*read_routers, policies_api.router]
+routers = [*read_routers, policies_api.router, audit_log_router("sla")]
 
 
 def create_app(settings: SlaApiSettings | None = None, runtime: Runtime | None = None) -> FastAPI:

@@ -1,5 +1,6 @@
 """The SLA read model in MongoDB (or the in-memory twin): one document per (ticket, metric) timer
-in `sla_timers`, and one per KPI partial in `sla_kpi_partials`.
+in `sla_timers`, one per KPI partial in `sla_kpi_partials`, and who works which ticket
+(`sla_groups`, `sla_assignments`, from the incidents service's events), to scope agents.
 
 Both are projections of facts on the bus: each write is version-guarded by the fact's sequence
 (`apply_if_newer`), so a redelivered or late fact changes nothing and a document never goes back.
@@ -18,6 +19,11 @@ from shared.store.projection import apply_if_newer
 
 TIMERS = "sla_timers"
 KPI_PARTIALS = "sla_kpi_partials"
+GROUPS = "sla_groups"
+ASSIGNMENTS = "sla_assignments"
+# On each timer: its ticket's assignment (copied from `sla_assignments`, for scoped lists) and
+# the incident event's sequence it came from.
+ASSIGNMENT_SEQUENCE = "assignment_sequence"
 Document = dict[str, Any]
 
 
@@ -32,9 +38,11 @@ class TimerFilter:
     priority: str | None = None
     metric: str | None = None
     ticket_type: str | None = None
+    # Any of these clauses (AgentReach.clauses): the tickets the caller works; None: all.
+    reach: tuple[Document, ...] | None = None
 
     def query(self) -> Document:
-        return {
+        query: Document = {
             name: value
             for name, value in (
                 ("priority", self.priority),
@@ -43,6 +51,9 @@ class TimerFilter:
             )
             if value is not None
         }
+        if self.reach is not None:
+            query["$and"] = [{"$or": list(self.reach)}]
+        return query
 
 
 class TimerStore:
@@ -62,6 +73,15 @@ class TimerStore:
 
     async def of_ticket(self, ticket_id: str) -> list[Document]:
         return await self._list({"ticket_id": ticket_id}, sort=(("metric", 1),), limit=0)
+
+    async def assign(self, ticket_id: str, assignment: Document) -> None:
+        """Copy the ticket's assignment onto its timers that hold an older one."""
+        sequence = assignment[ASSIGNMENT_SEQUENCE]
+        stale = [{ASSIGNMENT_SEQUENCE: {"$lt": sequence}}, {ASSIGNMENT_SEQUENCE: None}]
+        async with translated_errors():
+            await self.collection.update_many(
+                {"ticket_id": ticket_id, "$or": stale}, {"$set": assignment}
+            )
 
     async def running_due_by(
         self, filters: TimerFilter, now: datetime, until: datetime, *, limit: int, offset: int
@@ -182,3 +202,44 @@ class KpiPartialStore:
             if isinstance(document.get("partial"), str):
                 document["partial"] = json.loads(document["partial"])
         return documents
+
+
+class AccessStore:
+    """Who works which ticket, as the incidents service publishes it: each assignment group's
+    tier and members (`sla_groups`) and each ticket's current group and assignee
+    (`sla_assignments`), both version-guarded by the event's sequence."""
+
+    def __init__(self, database: Any) -> None:
+        self.groups = database[GROUPS]
+        self.assignments = database[ASSIGNMENTS]
+
+    async def ensure_indexes(self) -> None:
+        await self.groups.create_index([("members", 1)])
+
+    async def apply_group(self, name: str, sequence: int, tier: str, members: list[str]) -> bool:
+        return await apply_if_newer(
+            self.groups, name, sequence, {"$set": {"tier": tier, "members": members}}
+        )
+
+    async def memberships(self, subject: str) -> list[tuple[str, str]]:
+        """(group name, tier) of every group `subject` belongs to."""
+        async with translated_errors():
+            found = await self.groups.find({"members": subject}, {"tier": 1}).to_list()
+        return [(d["_id"], d["tier"]) for d in found]
+
+    async def apply_assignment(
+        self, ticket_id: str, sequence: int, group: str | None, assignee: str | None
+    ) -> bool:
+        fields = {"assignment_group": group, "assignee": assignee, ASSIGNMENT_SEQUENCE: sequence}
+        return await apply_if_newer(self.assignments, ticket_id, sequence, {"$set": fields})
+
+    async def assignment(self, ticket_id: str) -> Document:
+        """The ticket's assignment as timer fields; unassigned (sequence 0) if none is known."""
+        async with translated_errors():
+            found = await self.assignments.find_one({"_id": ticket_id})
+        found = found or {}
+        return {
+            "assignment_group": found.get("assignment_group"),
+            "assignee": found.get("assignee"),
+            ASSIGNMENT_SEQUENCE: found.get(ASSIGNMENT_SEQUENCE, 0),
+        }

@@ -74,7 +74,7 @@ KAFKA_ACCESS: tuple[KafkaAccess, ...] = (
     KafkaAccess(
         "sla-api",
         writes=(Topic.SLA_POLICIES, Topic.DEAD_LETTER),
-        reads=(Topic.SLA, Topic.SLA_KPIS),
+        reads=(Topic.SLA, Topic.SLA_KPIS, Topic.INCIDENTS),  # incidents: who works which ticket
         group_prefix="sla-api-",
     ),
     KafkaAccess(

@@ -184,3 +184,15 @@ class IncidentAlertOccurred(IncidentEvent):
     occurrences: int = Field(ge=1)
     starts_at: datetime
     last_seen: datetime
+
+
+@event_type("itsm.group.saved.v1", topic=Topic.INCIDENTS, aggregate="group")
+class AssignmentGroupSaved(EventData):
+    """An assignment group as it is now, after its creation or a change of members: who works
+    the tickets assigned to it. Keyed by the group's name; its sequence is the group's version.
+    Other services scope their ticket data by it (the SLA API)."""
+
+    name: str = Field(min_length=1, max_length=100)
+    tier: Tier
+    members: list[str] = Field(max_length=500)
+    manager: str | None = None

@@ -105,6 +105,17 @@ class InMemoryCollection:
         await self.insert_one(new)
         return UpdateResult(0, 0, upserted_id=new["_id"])
 
+    async def update_many(
+        self, filter: Mapping[str, Any], update: Mapping[str, Any]
+    ) -> UpdateResult:
+        matched = modified = 0
+        for doc in self._docs.values():
+            if matches(doc, filter):
+                before = copy.deepcopy(doc)
+                _apply_update(doc, update, inserting=False)
+                matched, modified = matched + 1, modified + int(before != doc)
+        return UpdateResult(matched, modified)
+
     async def find_one_and_update(
         self,
         filter: Mapping[str, Any],

@@ -73,7 +73,10 @@ def _api_prefixes(package: str) -> set[str]:
     """The `/api/v1/<resource>` prefixes of every route the service serves."""
     module = importlib.import_module(f"services.{package}.main")
     paths = {route.path for router in module.routers for route in router.routes}
-    prefixes = {"/".join(path.split("/")[:4]) for path in paths}
+    # Each service's audit log is `/api/v1/audit/<service>`: routed one by one.
+    prefixes = {
+        "/".join(path.split("/")[: 5 if path.startswith("/api/v1/audit/") else 4]) for path in paths
+    }
     assert prefixes and all(p.startswith("/api/v1/") for p in prefixes), prefixes
     return prefixes
 

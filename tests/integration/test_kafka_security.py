@@ -214,6 +214,13 @@ async def test_the_platform_runs_on_sasl_ssl_each_service_as_its_own_principal(
             for name, client in clients.items():
                 ready = await client.get("/readyz")
                 assert ready.status_code == 200, f"{name}: {ready.text}"
+            # ann's L1 group reaches the SLA API over the secured broker (its read ACL on
+            # the incident events): she works the unassigned ticket's SLA.
+            group = {"name": "service-desk", "tier": "L1", "members": ["ann"]}
+            response = await clients["incidents"].post(
+                "/api/v1/groups", json=group, headers=auth("root", "admin")
+            )
+            assert response.status_code == 201, response.text
             response = await clients["incidents"].post(
                 "/api/v1/incidents",
                 json={"title": "Mail relay rejects", "impact": 2, "urgency": 2},

@@ -25,6 +25,7 @@ from shared.contracts.sla import SlaBreached, SlaPaused, SlaStarted
 from shared.contracts.sla_kpis import KpiUpdated
 from tests.support.apps import http_server
 from tests.support.kafka import tail
+from tests.support.notify import assigned, group_saved
 from tests.support.polling import eventually
 from tests.unit.test_sla_api_handlers import fact
 from tests.unit.test_sla_api_stream import EventStream
@@ -84,6 +85,7 @@ async def test_facts_on_kafka_are_materialised_served_and_streamed(
     auth: Auth,
 ) -> None:
     facts_topic, kpis_topic = f"test.sla.facts.{unique}", f"test.sla.kpis.{unique}"
+    incidents_topic = f"test.sla.incidents.{unique}"
     settings = SlaApiSettings(
         mongo_url=mongo_url,
         mongo_database=mongo_db.name,
@@ -92,6 +94,7 @@ async def test_facts_on_kafka_are_materialised_served_and_streamed(
         dev_signing_key=SecretStr(signing_key),
         facts_topic=facts_topic,
         kpis_topic=kpis_topic,
+        incidents_topic=incidents_topic,
         consumer_group=f"sla-api-{unique}",
         topic_partitions=3,
         stream_heartbeat_seconds=1,
@@ -112,6 +115,22 @@ async def test_facts_on_kafka_are_materialised_served_and_streamed(
     )  # fmt: skip
 
     async with http_server(create_app(settings)) as client:
+        # ann's group has the ticket (from the incident events on Kafka); otto's does not.
+        await kafka_bus.publish(
+            incidents_topic,
+            [
+                group_saved("desk", "L2", ["ann"]),
+                group_saved("network", "L2", ["otto"]),
+                assigned(ticket, 2, "desk", tier="L2"),
+            ],
+        )
+
+        async def followed() -> int:
+            return len(await mongo_db["sla_assignments"].find({"_id": ticket}).to_list()) + len(
+                await mongo_db["sla_groups"].find({"members": "ann"}).to_list()
+            )
+
+        await eventually(followed, until=lambda n: n == 2, timeout=30, what="who works what")
         async with client.stream(
             "GET", f"/api/v1/sla/stream?ticket={ticket}", headers=agent
         ) as response:
@@ -141,6 +160,12 @@ async def test_facts_on_kafka_are_materialised_served_and_streamed(
         ]
         at_risk = (await client.get("/api/v1/sla/at-risk?within=PT1H", headers=agent)).json()
         assert [(t["ticket_id"], t["metric"]) for t in at_risk["items"]] == [(ticket, "resolution")]
+        outsider = auth("otto", "agent")  # network's: neither the ticket nor its timers
+        assert (
+            await client.get(f"/api/v1/sla/tickets/{ticket}", headers=outsider)
+        ).status_code == 404
+        for path in ("/api/v1/sla/breached", "/api/v1/sla/at-risk?within=PT1H"):
+            assert (await client.get(path, headers=outsider)).json()["total"] == 0
 
         kpis = await served(
             client, "/api/v1/kpis?group_by=team&group_by=priority", agent,

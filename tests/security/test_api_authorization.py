@@ -70,6 +70,7 @@ CHANGE_ACTIONS = (
 # handlers: see test_object_level.py and the services' own API tests.
 EXPECTED: dict[str, dict[tuple[str, str], frozenset[Role]]] = {
     "incidents": {
+        ("GET", "/api/v1/audit/incidents"): frozenset({X}),  # the audit log
         ("POST", "/api/v1/incidents"): PEOPLE | {S},  # monitoring records on behalf of users
         ("GET", "/api/v1/incidents"): PEOPLE,
         ("GET", "/api/v1/incidents/{incident_id}"): PEOPLE,
@@ -83,6 +84,7 @@ EXPECTED: dict[str, dict[tuple[str, str], frozenset[Role]]] = {
         ("POST", "/api/v1/alerts/alertmanager"): frozenset({S}),
     },
     "changes": {
+        ("GET", "/api/v1/audit/changes"): frozenset({X}),  # the audit log
         ("POST", "/api/v1/changes"): PEOPLE,
         ("GET", "/api/v1/changes"): PEOPLE,
         ("GET", "/api/v1/changes/calendar"): PEOPLE,
@@ -100,6 +102,7 @@ EXPECTED: dict[str, dict[tuple[str, str], frozenset[Role]]] = {
         ("PUT", "/api/v1/approval-groups/{name}"): frozenset({C, X}),
     },
     "sla": {
+        ("GET", "/api/v1/audit/sla"): frozenset({X}),  # the audit log
         ("GET", "/api/v1/sla/tickets/{ticket_id}"): READERS,
         ("GET", "/api/v1/sla/at-risk"): READERS,
         ("GET", "/api/v1/sla/breached"): READERS,
@@ -120,6 +123,7 @@ EXPECTED: dict[str, dict[tuple[str, str], frozenset[Role]]] = {
         ("GET", "/api/v1/sla/policies/{policy_id}/versions"): STAFF,
     },
     "notify": {
+        ("GET", "/api/v1/audit/notify"): frozenset({X}),  # the audit log
         ("POST", "/api/v1/notify/policies"): MANAGING,
         ("GET", "/api/v1/notify/policies"): STAFF,
         ("GET", "/api/v1/notify/policies/{policy_id}"): STAFF,
@@ -149,7 +153,7 @@ EXPECTED: dict[str, dict[tuple[str, str], frozenset[Role]]] = {
     },
 }
 # Every operation of the four APIs (infrastructure routes aside), public ones included.
-OPERATIONS = 97
+OPERATIONS = 101
 UNKNOWN_ROLE = "superuser"  # not a role of the platform: must grant nothing
 
 

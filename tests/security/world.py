@@ -18,7 +18,7 @@ from services.notify.routing import ACK_PATH
 from services.sla import handlers as sla_handlers
 from shared.contracts.sla import SlaStarted
 from tests.security.services import Tokens
-from tests.support.notify import breach, ladder, sla_fact
+from tests.support.notify import assigned, breach, group_saved, ladder, sla_fact
 
 # persona -> (subject, role)
 PEOPLE = {
@@ -102,9 +102,15 @@ async def seed_sla(s: Seeder, app: FastAPI) -> Ids:
     }  # fmt: skip
     await s.call("POST", "/api/v1/sla/policies", "admin", policy, 201)
     now = datetime.now(UTC)
-    started = await sla_handlers.on_sla_fact(
-        app.state.sla_read_model, sla_fact(SlaStarted, TICKET, now), now=now
-    )
+    model = app.state.sla_read_model
+    # Who works the ticket, as the incident events tell the SLA API: ann's L1 desk has it.
+    for event in (
+        group_saved("service-desk", "L1", ["ann"]),
+        group_saved("network", "L2", ["otto"]),
+        assigned(TICKET, 2, "service-desk"),
+    ):
+        assert await sla_handlers.on_incident_event(model, event, now=now)
+    started = await sla_handlers.on_sla_fact(model, sla_fact(SlaStarted, TICKET, now), now=now)
     assert started
     return {"ticket_id": TICKET, "calendar_id": "office", "policy_id": "p1-incidents"}
 

@@ -1,21 +1,25 @@
-"""Events and configuration for the notify service's tests: SLA and incident facts as the
-other services publish them, escalation policies as the API takes them, and a mailbox for a
+"""Events and configuration for the notify service's tests (and the SLA API's access tests):
+SLA and incident facts as the other services publish them, assignment groups as incidents
+publishes them, escalation policies as the API takes them, and a mailbox for a
 real SMTP server (aiosmtpd) on loopback."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from typing import Any
 
 from shared.contracts.envelope import Envelope
 from shared.contracts.incidents import (
+    AssignmentGroupSaved,
+    IncidentAssigned,
     IncidentCreated,
     IncidentEvent,
     IncidentResolved,
     Priority,
+    Tier,
 )
 from shared.contracts.sla import SlaBreached, SlaEvent, SlaMet
 
@@ -68,6 +72,30 @@ def resolved(ticket_id: str, at: datetime, *, sequence: int = 2) -> Envelope:
         group=None, tier=None,
     )  # fmt: skip
     return incident_event(event, sequence, at)
+
+
+SOME_TIME = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+
+
+def assigned(
+    ticket_id: str, sequence: int, group: str, assignee: str | None = None, tier: Tier = "L1",
+    *, at: datetime = SOME_TIME,
+) -> Envelope:  # fmt: skip
+    event = IncidentAssigned(
+        incident_id=ticket_id, actor="maria", status="assigned", group=group, tier=tier,
+        assignee=assignee, previous_group=None, previous_assignee=None, reassignment_count=0,
+    )  # fmt: skip
+    return incident_event(event, sequence, at)
+
+
+def group_saved(
+    name: str, tier: Tier, members: list[str], sequence: int = 1, *, at: datetime = SOME_TIME
+) -> Envelope:
+    data = AssignmentGroupSaved(name=name, tier=tier, members=members)
+    return Envelope(
+        type=data.event_type, source="/itsm/incidents", subject=name, sequence=sequence,
+        data=data.model_dump(mode="json"), time=at,
+    )  # fmt: skip
 
 
 def ladder(

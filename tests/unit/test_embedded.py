@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import httpx
 import pytest
 
 from launcher.embedded import EmbeddedSettings, create_embedded_app, ensure_dev_key
@@ -28,12 +29,23 @@ async def test_embedded_platform_serves_every_service_with_docs(
         assert fetched.json()["title"] == "Wi-Fi down"
 
 
+async def l1_member(client: httpx.AsyncClient, agent: str, admin: dict[str, str]) -> None:
+    """`agent` joins an L1 group: the SLA API learns it from the incident events, and then shows
+    them the unassigned tickets' SLA."""
+    group = {"name": "service-desk", "tier": "L1", "members": [agent]}
+    answer = await client.post("/api/v1/groups", json=group, headers=admin)
+    assert answer.status_code == 201, answer.text
+
+
 async def test_embedded_sla_processor_times_a_new_incident_and_the_sla_api_serves_it(
     settings: ServiceSettings, auth
 ) -> None:
     """One process: the incidents API's outbox, the in-memory bus, the SLA processor's handlers
-    on an asyncio tick, and the SLA read API's materialisation."""
+    on an asyncio tick, and the SLA read API's materialisation. The SLA API learns the L1 group
+    from the incidents service's events: its member sees the unassigned ticket's SLA, an agent
+    of no group does not."""
     async with asgi_client(create_embedded_app(settings)) as client:
+        await l1_member(client, "an", auth("ada", "admin"))
         created = await client.post(
             "/api/v1/incidents",
             json={"title": "VPN down", "impact": 1, "urgency": 1},
@@ -48,6 +60,8 @@ async def test_embedded_sla_processor_times_a_new_incident_and_the_sla_api_serve
 
         metrics = await eventually(timers, until=lambda m: len(m) == 2, what="both SLA timers")
         assert metrics == ["first_response", "resolution"]
+        outsider = await client.get(f"/api/v1/sla/tickets/{ticket}", headers=auth("oz", "agent"))
+        assert outsider.status_code == 404, outsider.text
 
 
 async def test_embedded_policy_change_reaches_the_processor_and_kpis_reach_the_kpi_api(
@@ -58,6 +72,7 @@ async def test_embedded_policy_change_reaches_the_processor_and_kpis_reach_the_k
     and its KPI snapshots are materialised for the KPI API."""
     admin, agent = auth("ada", "admin"), auth("an", "agent")
     async with asgi_client(create_embedded_app(settings)) as client:
+        await l1_member(client, "an", admin)
         calendar = {"id": "always", "name": "Always", "time_zone": "UTC",
                     "hours": {d: ["00:00-24:00"] for d in
                               ("mon", "tue", "wed", "thu", "fri", "sat", "sun")}}  # fmt: skip

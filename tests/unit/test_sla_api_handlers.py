@@ -11,7 +11,7 @@ import pytest
 
 from services.sla import handlers
 from services.sla.handlers import AtRisk, SlaReadModel, read_timer
-from services.sla.store import KpiPartialStore, TimerFilter, TimerStore, timer_key
+from services.sla.store import AccessStore, KpiPartialStore, TimerFilter, TimerStore, timer_key
 from shared.bus.port import PermanentEventError
 from shared.contracts.envelope import Envelope
 from shared.contracts.sla import (
@@ -78,10 +78,15 @@ def fact(
     )
 
 
+def read_model(database: InMemoryDatabase) -> SlaReadModel:
+    return SlaReadModel(
+        timers=TimerStore(database), kpis=KpiPartialStore(database), access=AccessStore(database)
+    )
+
+
 @pytest.fixture
 def model() -> SlaReadModel:
-    database = InMemoryDatabase()
-    return SlaReadModel(timers=TimerStore(database), kpis=KpiPartialStore(database))
+    return read_model(InMemoryDatabase())
 
 
 async def apply(model: SlaReadModel, *envelopes: Envelope) -> list[bool]:

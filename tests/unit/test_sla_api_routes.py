@@ -20,6 +20,7 @@ from shared.contracts.sla_kpis import KpiUpdated
 from shared.runtime import Runtime, in_memory
 from shared.settings import ServiceSettings
 from tests.support.apps import asgi_client
+from tests.support.notify import group_saved
 from tests.support.polling import eventually
 from tests.unit.test_sla_api_handlers import T0, H, M, fact
 
@@ -54,7 +55,10 @@ async def client(settings: ServiceSettings, runtime: Runtime) -> AsyncIterator[h
 
 
 @pytest.fixture
-def agent(auth: Auth) -> dict[str, str]:
+async def agent(auth: Auth, runtime: Runtime) -> dict[str, str]:
+    """An agent of the L1 group: she works the unassigned tickets these tests' facts are about
+    (test_sla_access.py has who sees what)."""
+    await publish(runtime, Topic.INCIDENTS, group_saved("service-desk", "L1", ["ann"]))
     return auth("ann", "agent")
 
 
@@ -295,6 +299,7 @@ async def test_only_agents_managers_and_admins_may_read(
 async def test_staff_roles_read(
     client: httpx.AsyncClient, runtime: Runtime, auth: Auth, role: str
 ) -> None:
+    await publish(runtime, Topic.INCIDENTS, group_saved("service-desk", "L1", ["sam"]))
     await publish(runtime, Topic.SLA, fact(SlaStarted, 1))
     await until_served(client, "/api/v1/sla/tickets/t-1", auth("sam", role), bool)
     for path in ("/api/v1/sla/at-risk", "/api/v1/sla/breached", "/api/v1/kpis"):

@@ -22,6 +22,7 @@ from shared.contracts.sla import SlaBreached, SlaStarted
 from shared.runtime import in_memory
 from shared.settings import ServiceSettings
 from tests.support.apps import http_server
+from tests.support.notify import assigned, group_saved
 from tests.unit.test_sla_api_handlers import T0, H, fact
 from tests.unit.test_sla_api_routes import Auth
 
@@ -122,6 +123,11 @@ async def served(settings: ServiceSettings) -> AsyncIterator[tuple[httpx.AsyncCl
     runtime = in_memory(settings, bus)
     # Already on the topic when the service starts: never replayed to a stream.
     await bus.publish(Topic.SLA, [fact(SlaStarted, 1, ticket="t-1")])
+    # ann works the L1 triage queue (t-1 is unassigned); t-2 is with network.
+    await bus.publish(
+        Topic.INCIDENTS,
+        [group_saved("service-desk", "L1", ["ann"]), assigned("t-2", 2, "network", tier="L2")],
+    )
     config = SlaApiSettings(**settings.model_dump(), stream_heartbeat_seconds=0.2)
     async with http_server(create_app(config, runtime)) as client:
         yield client, bus
@@ -147,6 +153,29 @@ async def test_a_client_receives_the_facts_it_asked_for_live_with_heartbeats(
         assert payload["data"]["metric"] == "resolution" and payload["data"]["status"] == "running"
         assert stream.retry == "3000"  # EventSource reconnects after 3 s
         await stream.comment("heartbeat")
+
+
+async def test_an_agent_is_streamed_the_facts_of_the_tickets_they_work_only(
+    served: tuple[httpx.AsyncClient, InMemoryBus], auth: Auth
+) -> None:
+    client, bus = served
+    for subject, role, expected in (
+        ("ann", "agent", ["t-1"]),
+        ("maria", "manager", ["t-2", "t-1"]),
+    ):
+        async with client.stream(
+            "GET", "/api/v1/sla/stream", headers=auth(subject, role)
+        ) as response:
+            stream = EventStream(response.aiter_lines())
+            await stream.comment("connected")
+            await bus.publish(
+                Topic.SLA,
+                [fact(SlaStarted, 1, ticket="t-2"), fact(SlaBreached, 2, ticket="t-1", at=T0 + H)],
+            )
+            subjects = [json.loads((await stream.next_event())["data"])["subject"]]
+            if len(expected) == 2:
+                subjects.append(json.loads((await stream.next_event())["data"])["subject"])
+            assert subjects == expected, subject
 
 
 async def test_a_stream_refuses_requesters(

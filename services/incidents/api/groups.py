@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response, status
 
+from services.incidents import handlers
 from services.incidents.api.deps import Person, Service, Supervisor
 from services.incidents.schemas import GroupCreate, GroupMembers, GroupRead
 from services.incidents.store import Group
-from shared.errors import NotFound, PreconditionFailed
+from shared.errors import NotFound
 from shared.http.audit import audited
+from shared.http.clock import Now
 from shared.http.etag import IfMatch, etag
 from shared.http.pagination import Page, Pagination
 from shared.http.problems import problem_responses
@@ -35,10 +37,10 @@ def read(group: Group) -> GroupRead:
     summary="Create an assignment group (managers and admins)",
 )
 async def create_group(
-    body: GroupCreate, user: Supervisor, incidents: Service, response: Response
+    body: GroupCreate, user: Supervisor, incidents: Service, response: Response, now: Now
 ) -> GroupRead:
     group = Group(body.name, body.tier, tuple(dict.fromkeys(body.members)), body.manager, 1)
-    await incidents.groups.add(group, [])
+    await handlers.add_group(incidents, group, now=now)
     response.headers["Location"] = f"{router.prefix}/{group.name}"
     response.headers["ETag"] = etag(group.version)
     return read(group)
@@ -72,15 +74,11 @@ async def set_members(
     incidents: Service,
     response: Response,
     expected: IfMatch,
+    now: Now,
 ) -> GroupRead:
-    group = await incidents.groups.get(name)
-    if group is None:
-        raise NotFound(f"assignment group {name} not found")
-    if expected is not None and expected != group.version:
-        raise PreconditionFailed(group.version)
-    updated = Group(
-        group.name, group.tier, tuple(dict.fromkeys(body.members)), body.manager, group.version + 1
-    )
-    await incidents.groups.save(updated, group.version, [])
+    updated = await handlers.set_group_members(
+        incidents, name, tuple(dict.fromkeys(body.members)), body.manager,
+        now=now, expected_version=expected,
+    )  # fmt: skip
     response.headers["ETag"] = etag(updated.version)
     return read(updated)

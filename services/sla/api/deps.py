@@ -6,9 +6,11 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from services.sla import handlers
 from services.sla.api.live import LiveHub
 from services.sla.handlers import SlaReadModel
 from shared.auth import Principal, Role, require_roles
+from shared.auth.reach import AgentReach
 
 # SLA figures and KPIs are for the people who work and steer tickets; requesters follow their
 # own ticket through the incidents API, and service accounts have no business here.
@@ -40,3 +42,11 @@ FactHub = Annotated[LiveHub, Depends(get_fact_hub)]
 KpiHub = Annotated[LiveHub, Depends(get_kpi_hub)]
 Heartbeat = Annotated[float, Depends(get_heartbeat)]
 Reader = Annotated[Principal, Depends(require_roles(*READERS))]
+
+
+async def get_reach(user: Reader, model: ReadModel) -> AgentReach | None:
+    return await handlers.reach_of(model, user)
+
+
+# The tickets the caller works (None: all of them): agents see the SLA of those only.
+Reach = Annotated[AgentReach | None, Depends(get_reach)]

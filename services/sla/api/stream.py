@@ -5,20 +5,25 @@ fact (`event:` its CloudEvents type, `id:` its event id, `data:` the event as JS
 `: heartbeat` comment when nothing was sent for the heartbeat interval. There is no replay:
 `Last-Event-ID` is ignored, so a reconnecting client gets the events from its reconnection on
 and reads the current state from the query endpoints. A client too slow to keep up is sent a
-`dropped` event and the stream ends.
+`dropped` event and the stream ends. An agent is sent the facts of the tickets they work only
+(as `GET /api/v1/sla/tickets/{id}` answers them).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
-from services.sla.api.deps import FactHub, Heartbeat, KpiHub, Reader
+from services.sla import handlers
+from services.sla.api.deps import FactHub, Heartbeat, KpiHub, Reach, Reader, ReadModel
 from services.sla.api.live import LiveHub, Wants
 from services.sla.domain.kpi_partials import Granularity
+from services.sla.handlers import SlaReadModel
+from shared.auth.reach import AgentReach
 from shared.contracts.envelope import Envelope
 from shared.contracts.incidents import Priority
 from shared.contracts.sla import METRIC_PATTERN
@@ -40,8 +45,35 @@ def event_payload(envelope: Envelope) -> dict[str, Any]:
     }
 
 
+Admits = Callable[[Envelope], Awaitable[bool]]
+
+
+async def everyone(envelope: Envelope) -> bool:
+    return True
+
+
+def worked_by(model: SlaReadModel, reach: AgentReach | None, ttl: float = 30.0) -> Admits:
+    """Facts of the tickets the caller works; each ticket's answer is kept `ttl` seconds."""
+    if reach is None or reach.everything:
+        return everyone
+    answers: dict[str, tuple[float, bool]] = {}
+
+    async def admits(envelope: Envelope) -> bool:
+        at = time.monotonic()
+        cached = answers.get(envelope.subject)
+        if cached is not None and at - cached[0] < ttl:
+            return cached[1]
+        if len(answers) >= 10_000:
+            answers.clear()
+        answer = await handlers.works_on(model, reach, envelope.subject)
+        answers[envelope.subject] = (at, answer)
+        return answer
+
+    return admits
+
+
 async def server_sent_events(
-    hub: LiveHub, wants: Wants, heartbeat: float
+    hub: LiveHub, wants: Wants, heartbeat: float, admits: Admits = everyone
 ) -> AsyncIterator[ServerSentEvent]:
     client = hub.connect(wants)
     try:
@@ -55,6 +87,8 @@ async def server_sent_events(
                 return
             if envelope is None:
                 yield ServerSentEvent(comment="heartbeat")
+                continue
+            if not await admits(envelope):
                 continue
             yield ServerSentEvent(event=envelope.type, id=envelope.id, data=event_payload(envelope))
     finally:
@@ -80,7 +114,8 @@ def sla_fact_filter(ticket: str | None, priority: str | None, metric: str | None
     summary="SLA facts as they happen (server-sent events)",
 )
 async def stream_sla_facts(
-    user: Reader,
+    reach: Reach,
+    model: ReadModel,
     hub: FactHub,
     heartbeat: Heartbeat,
     ticket: Annotated[str | None, Query(max_length=200, description="Only this ticket")] = None,
@@ -88,7 +123,7 @@ async def stream_sla_facts(
     metric: Annotated[str | None, Query(pattern=METRIC_PATTERN, max_length=200)] = None,
 ) -> AsyncIterator[ServerSentEvent]:
     wants = sla_fact_filter(ticket, priority, metric)
-    async for event in server_sent_events(hub, wants, heartbeat):
+    async for event in server_sent_events(hub, wants, heartbeat, worked_by(model, reach)):
         yield event
 
 

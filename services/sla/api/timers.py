@@ -9,9 +9,10 @@ from fastapi import APIRouter, Path, Query
 from pydantic import BeforeValidator
 
 from services.sla import handlers
-from services.sla.api.deps import Reader, ReadModel
+from services.sla.api.deps import Reach, ReadModel
 from services.sla.api.schemas import TicketSla, TimerRead
 from services.sla.store import TimerFilter
+from shared.auth.reach import AgentReach
 from shared.contracts.incidents import Priority, TicketType
 from shared.contracts.sla import METRIC_PATTERN
 from shared.errors import Invalid
@@ -38,9 +39,18 @@ Metric = Annotated[
 
 
 def timer_filter(
-    priority: Priority | None = None, metric: Metric = None, ticket_type: TicketType | None = None
+    reach: AgentReach | None,
+    priority: Priority | None = None,
+    metric: Metric = None,
+    ticket_type: TicketType | None = None,
 ) -> TimerFilter:
-    return TimerFilter(priority=priority, metric=metric, ticket_type=ticket_type)
+    clauses = reach.clauses() if reach is not None else None
+    return TimerFilter(
+        priority=priority,
+        metric=metric,
+        ticket_type=ticket_type,
+        reach=tuple(clauses) if clauses is not None else None,
+    )
 
 
 @router.get(
@@ -50,11 +60,11 @@ def timer_filter(
 )
 async def get_ticket_sla(
     ticket_id: Annotated[str, Path(min_length=1, max_length=200)],
-    user: Reader,
+    reach: Reach,
     model: ReadModel,
     now: Now,
 ) -> TicketSla:
-    readings = await handlers.ticket_sla(model, ticket_id, now=now)
+    readings = await handlers.ticket_sla(model, ticket_id, now=now, reach=reach)
     return TicketSla(ticket_id=ticket_id, as_of=now, timers=[TimerRead.of(r) for r in readings])
 
 
@@ -64,7 +74,7 @@ async def get_ticket_sla(
     summary="Running timers close to their deadline, soonest first",
 )
 async def list_at_risk(
-    user: Reader,
+    reach: Reach,
     model: ReadModel,
     now: Now,
     page: Pagination,
@@ -90,7 +100,7 @@ async def list_at_risk(
     items, total = await handlers.at_risk(
         model,
         handlers.AtRisk(within=within, percent=percent),
-        timer_filter(priority, metric, ticket_type),
+        timer_filter(reach, priority, metric, ticket_type),
         now=now,
         limit=page.limit,
         offset=page.offset,
@@ -106,7 +116,7 @@ async def list_at_risk(
     summary="Timers that breached (or run past their deadline), latest breach first",
 )
 async def list_breached(
-    user: Reader,
+    reach: Reach,
     model: ReadModel,
     now: Now,
     page: Pagination,
@@ -125,7 +135,7 @@ async def list_breached(
         raise Invalid("from must be before to")
     items, total = await handlers.breached(
         model,
-        timer_filter(priority, metric, ticket_type),
+        timer_filter(reach, priority, metric, ticket_type),
         now=now,
         since=since,
         until=until,
