@@ -1,4 +1,5 @@
-"""Local infrastructure without Docker: Apache Kafka (KRaft) and FerretDB (SQLite backend).
+"""Local infrastructure without Docker: Apache Kafka (KRaft) and FerretDB (SQLite backend, or
+PostgreSQL with ``ITSM_FERRETDB_BACKEND=postgresql``).
 
 Usage::
 
@@ -18,7 +19,14 @@ Both are built in a temporary directory that is renamed into place only when com
 Runtime state (configs, data, logs, pid files) goes to the per-checkout state dir
 (``ITSM_STATE_DIR``, default ``<repo root>/.localstack``).
 
-Ports: ``KAFKA_PORT`` (9092), ``KAFKA_CONTROLLER_PORT`` (9093), ``MONGO_PORT`` (27017).
+Ports: ``KAFKA_PORT`` (9092), ``KAFKA_CONTROLLER_PORT`` (9093), ``MONGO_PORT`` (27017),
+``ITSM_POSTGRES_PORT`` (5433, PostgreSQL backend only).
+
+FerretDB's backend: ``ITSM_FERRETDB_BACKEND`` = ``sqlite`` (default: files in the state dir) or
+``postgresql``: then `up` first starts a private PostgreSQL cluster (the installed server
+programs, initdb'd into ``<state dir>/postgres`` on first use, loopback only) and `down` stops it
+after FerretDB (see ``postgres``).
+
 Kafka heap: ``KAFKA_HEAP_OPTS`` (default ``-Xms256m -Xmx768m``).
 
 Only the standard library is required; ``pymongo`` is used for the FerretDB readiness check when
@@ -26,9 +34,10 @@ it is importable (plain TCP connect otherwise).
 
 Package layout: ``config`` (versions, ports, cache/state dirs, component table), ``logs``
 (messages, log tails), ``files`` (locks, atomic cache builds), ``process`` (spawn/stop, pid files,
-ports), ``kafka`` and ``ferretdb`` (provisioning, configuration, readiness), ``stack`` (shared
-stack lifecycle) and ``cli``; ``secure`` (with ``certs`` and ``acls``) runs a second, secured
-broker: SASL/SCRAM over TLS, mTLS and ACLs (it needs ``cryptography`` and ``aiokafka``).
+ports), ``kafka`` and ``ferretdb`` (provisioning, configuration, readiness), ``postgres``
+(FerretDB's PostgreSQL cluster), ``stack`` (shared stack lifecycle) and ``cli``; ``secure`` (with
+``certs`` and ``acls``) runs a second, secured broker: SASL/SCRAM over TLS, mTLS and ACLs (it
+needs ``cryptography`` and ``aiokafka``).
 Everything public is re-exported here.
 """
 
@@ -45,8 +54,10 @@ from devtools.localstack.config import (
     DEFAULT_KAFKA_HEAP_OPTS,
     DEFAULT_KAFKA_PORT,
     DEFAULT_MONGO_PORT,
+    DEFAULT_POSTGRES_PORT,
     DEFAULT_TIMEOUT,
     FERRETDB,
+    FERRETDB_BACKENDS,
     FERRETDB_MODULE,
     FERRETDB_VERSION,
     HOST,
@@ -61,12 +72,14 @@ from devtools.localstack.config import (
     cache_dir,
     component,
     env_vars,
+    ferretdb_backend,
     kafka_bootstrap,
     kafka_controller_port,
     kafka_port,
     logs_dir,
     mongo_port,
     mongo_url,
+    postgres_port,
     repo_root,
     state_dir,
 )
@@ -87,6 +100,7 @@ from devtools.localstack.kafka import (
     provision_kafka,
 )
 from devtools.localstack.logs import tail
+from devtools.localstack.postgres import PostgresCluster, postgres_bin_dir
 from devtools.localstack.process import (
     free_port,
     port_in_use,
@@ -112,10 +126,12 @@ __all__ = [
     "DEFAULT_KAFKA_HEAP_OPTS",
     "DEFAULT_KAFKA_PORT",
     "DEFAULT_MONGO_PORT",
+    "DEFAULT_POSTGRES_PORT",
     "DEFAULT_TIMEOUT",
     "EXIT_ERROR",
     "EXIT_NOT_RUNNING",
     "FERRETDB",
+    "FERRETDB_BACKENDS",
     "FERRETDB_MODULE",
     "FERRETDB_VERSION",
     "HOST",
@@ -127,11 +143,13 @@ __all__ = [
     "STOP_TIMEOUT",
     "Component",
     "LocalstackError",
+    "PostgresCluster",
     "Status",
     "cache_dir",
     "component",
     "down",
     "env_vars",
+    "ferretdb_backend",
     "ferretdb_binary",
     "ferretdb_command",
     "ferretdb_home",
@@ -149,6 +167,8 @@ __all__ = [
     "mongo_port",
     "mongo_url",
     "port_in_use",
+    "postgres_bin_dir",
+    "postgres_port",
     "provision",
     "provision_ferretdb",
     "provision_kafka",

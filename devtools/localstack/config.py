@@ -16,6 +16,7 @@ HOST = "127.0.0.1"
 DEFAULT_KAFKA_PORT = 9092
 DEFAULT_KAFKA_CONTROLLER_PORT = 9093
 DEFAULT_MONGO_PORT = 27017
+DEFAULT_POSTGRES_PORT = 5433
 DEFAULT_KAFKA_HEAP_OPTS = "-Xms256m -Xmx768m"
 DEFAULT_TIMEOUT = 90.0
 STOP_TIMEOUT = 30.0
@@ -24,6 +25,11 @@ POLL_INTERVAL = 0.2
 KAFKA = "kafka"
 FERRETDB = "ferretdb"
 COMPONENT_NAMES: tuple[str, ...] = (KAFKA, FERRETDB)
+
+# FerretDB's storage (``ITSM_FERRETDB_BACKEND``): SQLite files, or a private PostgreSQL cluster.
+SQLITE = "sqlite"
+POSTGRESQL = "postgresql"
+FERRETDB_BACKENDS: tuple[str, ...] = (SQLITE, POSTGRESQL)
 
 
 class LocalstackError(RuntimeError):
@@ -69,6 +75,15 @@ def _env_port(name: str, default: int) -> int:
     return port
 
 
+def postgres_home() -> Path:
+    """The stack's PostgreSQL cluster (FerretDB's `postgresql` backend): data and socket dirs."""
+    return state_dir() / "postgres"
+
+
+def postgres_log() -> Path:
+    return logs_dir() / "postgres.log"
+
+
 def kafka_port() -> int:
     return _env_port("KAFKA_PORT", DEFAULT_KAFKA_PORT)
 
@@ -79,6 +94,21 @@ def kafka_controller_port() -> int:
 
 def mongo_port() -> int:
     return _env_port("MONGO_PORT", DEFAULT_MONGO_PORT)
+
+
+def postgres_port() -> int:
+    return _env_port("ITSM_POSTGRES_PORT", DEFAULT_POSTGRES_PORT)
+
+
+def ferretdb_backend() -> str:
+    """FerretDB's backend: ``ITSM_FERRETDB_BACKEND``, `sqlite` (default) or `postgresql`."""
+    raw = os.environ.get("ITSM_FERRETDB_BACKEND", "").strip().lower()
+    if not raw:
+        return SQLITE
+    if raw not in FERRETDB_BACKENDS:
+        expected = ", ".join(FERRETDB_BACKENDS)
+        raise LocalstackError(f"ITSM_FERRETDB_BACKEND={raw!r} is not one of {expected}")
+    return raw
 
 
 def kafka_bootstrap() -> str:
@@ -129,12 +159,16 @@ def component(name: str) -> Component:
             data_dirs=(state / "kafka-data",),
         )
     if name == FERRETDB:
+        # On the PostgreSQL backend the component includes that cluster (postgres.py).
+        on_postgres = ferretdb_backend() == POSTGRESQL
         return Component(
             name=FERRETDB,
             port=mongo_port(),
             pid_file=state / "ferretdb.pid",
             log_path=logs / "ferretdb.log",
-            data_dirs=(state / "ferretdb-data", state / "ferretdb-state"),
+            data_dirs=(state / "ferretdb-data", state / "ferretdb-state")
+            + ((postgres_home(),) if on_postgres else ()),
+            extra_logs=(postgres_log(),) if on_postgres else (),
         )
     expected = ", ".join(COMPONENT_NAMES)
     raise LocalstackError(f"unknown component {name!r} (expected one of {expected})")

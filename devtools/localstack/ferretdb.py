@@ -1,4 +1,5 @@
-"""FerretDB (SQLite backend): build from the Go module proxy, run, readiness, private instances."""
+"""FerretDB (SQLite or PostgreSQL backend): build from the Go module proxy, run, readiness,
+private instances."""
 
 from __future__ import annotations
 
@@ -130,12 +131,17 @@ def ferretdb_command(
     state: Path,
     log_level: str = "WARN",
     binary: Path | None = None,
+    postgresql_url: str | None = None,
 ) -> list[str]:
-    """Command line for a FerretDB server with the SQLite backend on 127.0.0.1:port."""
+    """Command line for a FerretDB server on 127.0.0.1:port: SQLite backend with its files in
+    `data_dir`, or the PostgreSQL backend at `postgresql_url` if given (data_dir unused)."""
+    if postgresql_url is None:
+        backend = ["--handler=sqlite", f"--sqlite-url=file:{data_dir}/"]
+    else:
+        backend = ["--handler=postgresql", f"--postgresql-url={postgresql_url}"]
     return [
         str(binary or ferretdb_binary()),
-        "--handler=sqlite",
-        f"--sqlite-url=file:{data_dir}/",
+        *backend,
         f"--listen-addr={HOST}:{port}",
         "--debug-addr=-",
         "--telemetry=disable",
@@ -153,11 +159,15 @@ def _spawn_ferretdb(
     *,
     log_level: str = "WARN",
     binary: Path | None = None,
+    postgresql_url: str | None = None,
 ) -> subprocess.Popen[bytes]:
     """Create the data/state dirs and start FerretDB (no waiting); output goes to log_path."""
-    data_dir.mkdir(parents=True, exist_ok=True)
+    if postgresql_url is None:
+        data_dir.mkdir(parents=True, exist_ok=True)
     state.mkdir(parents=True, exist_ok=True)
-    cmd = ferretdb_command(port, data_dir, state, log_level=log_level, binary=binary)
+    cmd = ferretdb_command(
+        port, data_dir, state, log_level=log_level, binary=binary, postgresql_url=postgresql_url
+    )
     return _spawn(cmd, log_path, cwd=state)
 
 
@@ -170,18 +180,22 @@ def start_ferretdb(
     wait: bool = True,
     timeout: float = 30.0,
     log_level: str = "WARN",
+    postgresql_url: str | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start an extra, independent FerretDB (own port and data dir); stop it with stop_process().
 
     With wait=True (default) returns only once it answers `ping`. `state` defaults to
-    `<data_dir>-state` next to the data dir.
+    `<data_dir>-state` next to the data dir. With `postgresql_url` (say a started
+    `PostgresCluster(...).url`) it stores into that database instead of SQLite files.
     """
     data_dir = Path(data_dir).resolve()
     state = Path(state).resolve() if state else data_dir.with_name(f"{data_dir.name}-state")
     log_path = Path(log_path)
     if port_in_use(port):
         raise LocalstackError(f"port {port} is already in use")
-    proc = _spawn_ferretdb(port, data_dir, state, log_path, log_level=log_level)
+    proc = _spawn_ferretdb(
+        port, data_dir, state, log_path, log_level=log_level, postgresql_url=postgresql_url
+    )
     if wait:
         try:
             _wait_until_ready(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pwd
 import shlex
 import shutil
 import signal
@@ -12,6 +13,7 @@ import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from devtools.localstack.config import (
     FERRETDB,
@@ -39,16 +41,38 @@ def _tool(name: str, home_env: str | None = None) -> str:
     return found
 
 
+def _as_user(user: str | None) -> dict[str, Any]:
+    """subprocess arguments that run the child as `user` (its own group only); {} for None."""
+    if user is None:
+        return {}
+    try:
+        entry = pwd.getpwnam(user)
+    except KeyError:
+        raise LocalstackError(f"there is no user account {user!r}") from None
+    return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
+
+
 def _run_logged(
-    cmd: Sequence[str], log_path: Path, cwd: Path, env: dict[str, str] | None = None
+    cmd: Sequence[str],
+    log_path: Path,
+    cwd: Path,
+    env: dict[str, str] | None = None,
+    user: str | None = None,
 ) -> None:
-    """Run a build step, output to `log_path`; on failure show its tail and raise."""
+    """Run a build step (as `user` if given), output to `log_path`; on failure show its tail
+    and raise."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
         log.write(f"$ {shlex.join(cmd)}\n".encode())
         log.flush()
         result = subprocess.run(
-            cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+            cmd,
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            **_as_user(user),
         )
     if result.returncode != 0:
         _print_log_tails([log_path])

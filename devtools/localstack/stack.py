@@ -14,19 +14,25 @@ from devtools.localstack.config import (
     FERRETDB,
     HOST,
     KAFKA,
+    POSTGRESQL,
     STOP_TIMEOUT,
     Component,
     LocalstackError,
     component,
+    ferretdb_backend,
     kafka_controller_port,
+    postgres_home,
+    postgres_log,
     state_dir,
 )
 from devtools.localstack.ferretdb import _spawn_ferretdb, ferretdb_ping, provision_ferretdb
 from devtools.localstack.files import _file_lock, _rmtree
 from devtools.localstack.kafka import _spawn_kafka, kafka_ready, provision_kafka
 from devtools.localstack.logs import _say
+from devtools.localstack.postgres import PostgresCluster
 from devtools.localstack.process import (
     _forget_child,
+    _pid_cmdline,
     _terminate_pid,
     _wait_until_ready,
     port_in_use,
@@ -76,6 +82,8 @@ def _check_ports_free(comp: Component) -> None:
                 f"process (not started from this checkout's state dir {state_dir()}); stop it "
                 f"or choose other ports via {env_names}"
             )
+    if comp.name == FERRETDB and ferretdb_backend() == POSTGRESQL:
+        PostgresCluster.default().check_startable()
 
 
 def _launch(name: str) -> int:
@@ -84,6 +92,9 @@ def _launch(name: str) -> int:
     pid = running_pid(comp.name)
     if pid is not None:
         _say(f"{comp.name} already running (pid {pid}) at {comp.address}")
+        handler = f"--handler={ferretdb_backend()}"
+        if comp.name == FERRETDB and handler not in (_pid_cmdline(pid) or handler):
+            _say(f"note: it does not run with {handler}; `down {comp.name}` first to switch")
         return pid
     comp.pid_file.unlink(missing_ok=True)
     _check_ports_free(comp)
@@ -93,9 +104,16 @@ def _launch(name: str) -> int:
         detail = f"controller {HOST}:{kafka_controller_port()}, log {comp.log_path}"
     else:
         binary = provision_ferretdb()
-        data_dir, ferret_state = comp.data_dirs
-        proc = _spawn_ferretdb(comp.port, data_dir, ferret_state, comp.log_path, binary=binary)
-        detail = f"data {data_dir}, log {comp.log_path}"
+        data_dir, ferret_state = comp.data_dirs[:2]
+        url = None
+        if ferretdb_backend() == POSTGRESQL:
+            cluster = PostgresCluster.default()
+            cluster.start()
+            url = cluster.url
+        proc = _spawn_ferretdb(
+            comp.port, data_dir, ferret_state, comp.log_path, binary=binary, postgresql_url=url
+        )
+        detail = f"data {url or data_dir}, log {comp.log_path}"
     comp.pid_file.write_text(f"{proc.pid}\n")
     _say(f"started {comp.name} (pid {proc.pid}) at {comp.address} ({detail})")
     return proc.pid
@@ -125,19 +143,23 @@ def up(names: Sequence[str] = COMPONENT_NAMES, timeout: float = DEFAULT_TIMEOUT)
 
 
 def stop(name: str, timeout: float = STOP_TIMEOUT) -> bool:
-    """Stop one shared component; True if it was running."""
+    """Stop one shared component (FerretDB: then its PostgreSQL, if that runs, whatever
+    ``ITSM_FERRETDB_BACKEND`` says now); True if it was running."""
     comp = component(name)
     pid = running_pid(comp.name)
     if pid is None:
         comp.pid_file.unlink(missing_ok=True)
-        return False
-    _say(f"stopping {comp.name} (pid {pid}) ...")
-    started = time.monotonic()
-    _terminate_pid(pid, timeout)
-    _forget_child(pid)
-    comp.pid_file.unlink(missing_ok=True)
-    _say(f"stopped {comp.name} ({time.monotonic() - started:.1f}s)")
-    return True
+    else:
+        _say(f"stopping {comp.name} (pid {pid}) ...")
+        started = time.monotonic()
+        _terminate_pid(pid, timeout)
+        _forget_child(pid)
+        comp.pid_file.unlink(missing_ok=True)
+        _say(f"stopped {comp.name} ({time.monotonic() - started:.1f}s)")
+    if comp.name == FERRETDB:
+        cluster = PostgresCluster(postgres_home(), log_path=postgres_log())
+        return cluster.stop(timeout) or pid is not None
+    return pid is not None
 
 
 def down(names: Sequence[str] = COMPONENT_NAMES, purge: bool = False) -> None:
