@@ -10,6 +10,7 @@ import pytest
 
 from services.sla.processor import SlaSettings, create_app, default_catalog, due_topic_name
 from services.sla.processor.settings import TargetOverride
+from services.sla.processor.topics import changelog_topic_name
 from shared.contracts.topics import Topic
 
 NOW = datetime(2026, 3, 2, tzinfo=UTC)
@@ -35,7 +36,12 @@ def test_the_app_follows_the_settings() -> None:
     assert {t.partitions for t in topics.values()} == {3}
     assert topics[Topic.DEAD_LETTER].config == {"retention.ms": str(30 * 24 * 3600 * 1000)}
     assert app.sla.table.partitions == 3
-    assert app.sla.table.changelog_topic.get_topic_name() == "sla-factory-test-sla-state-changelog"
+    changelog = app.sla.table.changelog_topic.get_topic_name()
+    assert (
+        changelog
+        == changelog_topic_name("sla-factory-test")
+        == "sla-factory-test-sla-state-changelog"
+    )
     assert set(app.copartitioned) == {
         Topic.INCIDENTS,
         Topic.CHANGES,

@@ -30,6 +30,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from opentelemetry.instrumentation.utils import suppress_http_instrumentation
 
+from services.sla.processor.topics import changelog_topic_name
 from shared.bus.offsets import start_new_group_at_the_end
 from shared.contracts.topics import Topic
 from tests.conftest import TokenFactory
@@ -262,6 +263,9 @@ async def test_one_trace_follows_an_incident_from_the_request_to_the_escalation_
     assert any(s.name.endswith("insert") or "insert" in s.name for s in writes), writes
     sends = {s.name for s in trace if s.kind == PRODUCER}
     assert f"{Topic.INCIDENTS} send" in sends and f"{Topic.SLA} send" in sends
+    # the table's changelog records are state, not events: sent without a span (untraced_sends)
+    every_send = {s.name for s in collector.spans if s.kind == PRODUCER}
+    assert f"{changelog_topic_name(app_id)} send" not in every_send, every_send
     consumed = [s for s in trace if s.kind == CONSUMER and s.service == "itsm-notify"]
     assert consumed
     # exactly one traceparent per record, each in the incident's trace

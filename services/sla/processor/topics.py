@@ -38,6 +38,11 @@ def due_topic_name(app_id: str) -> str:
     return f"{app_id}-sla-due"
 
 
+def changelog_topic_name(app_id: str) -> str:
+    """The `sla-state` table's changelog, as Faust names it (`<app id>-<table>-changelog`)."""
+    return f"{app_id}-sla-state-changelog"
+
+
 def platform_topic(app: faust.App, name: str, partitions: int) -> Any:
     spec = {s.name: s for s in platform_topics(partitions)}[name]
     return app.topic(
