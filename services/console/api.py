@@ -45,7 +45,7 @@ class ConsoleConfig:
         return self.auth_mode == "dev" and self.dev_signing_key is not None
 
 
-def get_config(request: Request) -> ConsoleConfig:
+async def get_config(request: Request) -> ConsoleConfig:
     config: ConsoleConfig = request.app.state.console_config
     return config
 

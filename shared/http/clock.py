@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 
-def get_now(request: Request) -> datetime:
+async def get_now(request: Request) -> datetime:
     now: datetime = request.app.state.clock()
     return now
 

@@ -20,12 +20,12 @@ def parse_etag(value: str) -> int:
     return int(tag)
 
 
-def if_match(value: Annotated[str | None, Header(alias="If-Match")] = None) -> int | None:
+async def if_match(value: Annotated[str | None, Header(alias="If-Match")] = None) -> int | None:
     """Optional on actions: when sent, a stale version is refused with 412."""
     return parse_etag(value) if value else None
 
 
-def required_if_match(value: Annotated[str | None, Header(alias="If-Match")] = None) -> int:
+async def required_if_match(value: Annotated[str | None, Header(alias="If-Match")] = None) -> int:
     """Edits must say which version they change (428 without it)."""
     if not value:
         raise PreconditionRequired("send If-Match with the ETag you read to change it")

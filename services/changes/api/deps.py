@@ -15,7 +15,7 @@ from shared.http.etag import etag
 PEOPLE = (Role.REQUESTER, Role.AGENT, Role.CHANGE_MANAGER, Role.MANAGER, Role.ADMIN)
 
 
-def get_changes(request: Request) -> Changes:
+async def get_changes(request: Request) -> Changes:
     changes: Changes = request.app.state.changes
     return changes
 

@@ -14,12 +14,12 @@ from shared.bus.port import Bus
 from shared.http.etag import etag
 
 
-def get_incidents(request: Request) -> Incidents:
+async def get_incidents(request: Request) -> Incidents:
     incidents: Incidents = request.app.state.incidents
     return incidents
 
 
-def get_bus(request: Request) -> Bus:
+async def get_bus(request: Request) -> Bus:
     bus: Bus = request.app.state.incidents_bus
     return bus
 

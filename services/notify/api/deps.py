@@ -15,12 +15,12 @@ MANAGING = (Role.MANAGER, Role.ADMIN)
 STAFF = (Role.AGENT, Role.CHANGE_MANAGER, Role.MANAGER, Role.ADMIN)
 
 
-def get_notify(request: Request) -> Notify:
+async def get_notify(request: Request) -> Notify:
     notify: Notify = request.app.state.notify
     return notify
 
 
-def get_links(request: Request) -> Links:
+async def get_links(request: Request) -> Links:
     links: Links = request.app.state.notify_links
     return links
 

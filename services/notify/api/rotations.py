@@ -25,7 +25,7 @@ from shared.http.pagination import Page, Pagination
 from shared.http.problems import problem_responses
 
 
-def override_cap(request: Request) -> int:
+async def override_cap(request: Request) -> int:
     """ITSM_NOTIFY_MAX_ROTATION_OVERRIDES: a rotation's overrides that may be still to end."""
     cap: int = request.app.state.notify_override_cap
     return cap

@@ -17,22 +17,22 @@ from shared.auth.reach import AgentReach
 READERS = (Role.AGENT, Role.MANAGER, Role.ADMIN)
 
 
-def get_read_model(request: Request) -> SlaReadModel:
+async def get_read_model(request: Request) -> SlaReadModel:
     model: SlaReadModel = request.app.state.sla_read_model
     return model
 
 
-def get_fact_hub(request: Request) -> LiveHub:
+async def get_fact_hub(request: Request) -> LiveHub:
     hub: LiveHub = request.app.state.sla_fact_hub
     return hub
 
 
-def get_kpi_hub(request: Request) -> LiveHub:
+async def get_kpi_hub(request: Request) -> LiveHub:
     hub: LiveHub = request.app.state.sla_kpi_hub
     return hub
 
 
-def get_heartbeat(request: Request) -> float:
+async def get_heartbeat(request: Request) -> float:
     seconds: float = request.app.state.sla_stream_heartbeat
     return seconds
 

@@ -42,7 +42,7 @@ router = APIRouter(
 )
 
 
-def get_admin(request: Request) -> PolicyAdmin:
+async def get_admin(request: Request) -> PolicyAdmin:
     admin: PolicyAdmin = request.app.state.sla_policies
     return admin
 
