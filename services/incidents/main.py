@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from services.incidents import intake
+from services.incidents import handlers, intake
 from services.incidents.api import routers
 from services.incidents.domain import ITIL_MATRIX, Policy, parse_priority_matrix
 from services.incidents.handlers import Incidents
@@ -93,6 +93,9 @@ async def build(settings: ServiceSettings, runtime: Runtime) -> ServiceUnit:
         await repo.ensure_indexes()
         await groups.ensure_indexes()
         await relay.start()
+        published = await handlers.publish_unpublished_groups(incidents, now=runtime.clock())
+        if published:
+            log.info("incidents.groups_published", count=published)
         subscriptions.append(
             await runtime.bus.subscribe("incidents-alert-intake", [Topic.INGEST], on_alert)
         )

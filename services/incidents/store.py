@@ -148,6 +148,9 @@ class Group:
     version: int
 
 
+PUBLISHED = "published"
+
+
 class GroupRepository(AggregateRepository[Group]):
     collection_name = "assignment_groups"
 
@@ -158,6 +161,9 @@ class GroupRepository(AggregateRepository[Group]):
             "members": list(aggregate.members),
             "manager": aggregate.manager,
             "version": aggregate.version,
+            # Every write publishes the group (`itsm.group.saved.v1`); documents written before
+            # that existed lack the flag and are published once at start-up.
+            PUBLISHED: True,
         }
 
     def from_document(self, document: dict[str, Any]) -> Group:
@@ -171,6 +177,11 @@ class GroupRepository(AggregateRepository[Group]):
 
     async def ensure_indexes(self) -> None:
         await self.collection.create_index([("members", 1)])
+
+    async def unpublished(self) -> list[Group]:
+        async with translated_errors():
+            documents = await self.collection.find({PUBLISHED: {"$ne": True}}).to_list()
+        return [self.from_document(d) for d in documents]
 
     async def of_member(self, user: str) -> list[Group]:
         async with translated_errors():

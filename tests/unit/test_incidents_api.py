@@ -433,3 +433,43 @@ async def test_oversized_bodies_are_refused_with_413(world: World) -> None:
 async def test_unauthenticated_calls_get_401(world: World, headers: dict, status: int) -> None:
     response = await world.client.post(BASE, json={"title": "x"}, headers=headers)
     assert response.status_code == status and response.json()["detail"]
+
+
+async def test_groups_are_published_and_those_stored_before_once_at_start(
+    settings: ServiceSettings, runtime: Runtime, auth: Auth
+) -> None:
+    """A group's creation and member changes publish it (`itsm.group.saved.v1`, sequence = its
+    version); a group stored before groups were published (an upgrade) is published once when
+    the service starts, as a new version, and a restart publishes nothing more."""
+    groups = runtime.database["assignment_groups"]
+    legacy = {"_id": "network", "tier": "L2", "members": ["otto"], "manager": None, "version": 3}
+    await groups.insert_one({**legacy, "outbox": []})
+    bus = runtime.bus
+    assert isinstance(bus, InMemoryBus)
+    config = IncidentsSettings(**settings.model_dump())
+
+    async def published() -> list[tuple[str, int, list[str]]]:
+        events = [decode(r) for r in bus.records(Topic.INCIDENTS)]
+        return [
+            (e.subject, e.sequence, e.data["members"])
+            for e in events
+            if e.type == "itsm.group.saved.v1"
+        ]
+
+    async with asgi_client(create_app(config, runtime)) as client:
+        await eventually(published, until=lambda p: len(p) == 1, what="the legacy group")
+        desk = {"name": "desk", "tier": "L1", "members": ["ann"]}
+        admin = auth("root", "admin")
+        assert (await client.post("/api/v1/groups", json=desk, headers=admin)).status_code == 201
+        members = {"members": ["ann", "bea"]}
+        changed = await client.put("/api/v1/groups/desk/members", json=members, headers=admin)
+        assert changed.status_code == 200, changed.text
+        await eventually(published, until=lambda p: len(p) == 3, what="the desk's two versions")
+    async with asgi_client(create_app(config, runtime)):  # a restart
+        stored = await groups.find_one({"_id": "network"})
+    assert stored["version"] == 4 and stored["published"] is True and stored["outbox"] == []
+    assert sorted(await published()) == [  # partitions hold them in key order only
+        ("desk", 1, ["ann"]),
+        ("desk", 2, ["ann", "bea"]),
+        ("network", 4, ["otto"]),
+    ]
