@@ -21,9 +21,7 @@ SUPERVISORS = frozenset({Role.MANAGER, Role.ADMIN})
 @dataclass(frozen=True)
 class AccessScope:
     user: Principal
-    groups: frozenset[str]
-    triage: bool  # member of an L1 group: sees the unassigned queue
-    agents_see_all: bool = False
+    reach: AgentReach  # the tickets the user works as an agent (shared with the SLA API)
 
     @property
     def subject(self) -> str:
@@ -36,10 +34,6 @@ class AccessScope:
     @property
     def is_agent(self) -> bool:
         return Role.AGENT in self.user.roles
-
-    @property
-    def reach(self) -> AgentReach:
-        return AgentReach(self.subject, self.groups, self.triage, self.agents_see_all)
 
     def owns(self, incident: Incident) -> bool:
         return incident.requester == self.subject

@@ -39,10 +39,9 @@ class Incidents:
 
     async def scope(self, user: Principal) -> AccessScope:
         groups = await self.groups.of_member(user.subject) if Role.AGENT in user.roles else []
-        reach = AgentReach.of(user.subject, [(g.name, g.tier) for g in groups])
-        return AccessScope(
-            user=user, groups=reach.groups, triage=reach.triage, agents_see_all=self.agents_see_all
-        )
+        memberships = [(g.name, g.tier) for g in groups]
+        reach = AgentReach.of(user.subject, memberships, everything=self.agents_see_all)
+        return AccessScope(user=user, reach=reach)
 
 
 async def record(incidents: Incidents, command: OpenIncident, *, now: datetime) -> Incident:
