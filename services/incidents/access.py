@@ -13,9 +13,7 @@ from typing import Any
 
 from services.incidents.domain import Incident
 from shared.auth.principal import Principal, Role
-from shared.auth.reach import AgentReach
-
-SUPERVISORS = frozenset({Role.MANAGER, Role.ADMIN})
+from shared.auth.reach import SUPERVISORS, AgentReach
 
 
 @dataclass(frozen=True)

@@ -24,8 +24,8 @@ from services.sla.store import (
     TimerStore,
     timer_key,
 )
-from shared.auth.principal import Principal, Role
-from shared.auth.reach import AgentReach
+from shared.auth.principal import Principal
+from shared.auth.reach import SUPERVISORS, AgentReach
 from shared.bus.port import PermanentEventError
 from shared.contracts.envelope import Envelope
 from shared.contracts.incidents import AssignmentGroupSaved, IncidentAssigned
@@ -332,7 +332,6 @@ async def on_incident_event(model: SlaReadModel, envelope: Envelope, *, now: dat
 
 
 WHO_WORKS_WHAT = frozenset({AssignmentGroupSaved.event_type, IncidentAssigned.event_type})
-SUPERVISORS = frozenset({Role.MANAGER, Role.ADMIN})
 
 
 async def reach_of(model: SlaReadModel, user: Principal) -> AgentReach | None:

@@ -10,6 +10,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from shared.auth.principal import Role
+
+# Managers and admins see and work every ticket; the reach below is for agents.
+SUPERVISORS = frozenset({Role.MANAGER, Role.ADMIN})
+
 # The fields a ticket document (an incident, an SLA timer) names its assignment with.
 GROUP_FIELD = "assignment_group"
 ASSIGNEE_FIELD = "assignee"
