@@ -178,6 +178,29 @@ async def test_an_agent_is_streamed_the_facts_of_the_tickets_they_work_only(
             assert subjects == expected, subject
 
 
+async def test_an_agent_gets_heartbeats_while_only_others_tickets_have_facts(
+    served: tuple[httpx.AsyncClient, InMemoryBus], auth: Auth
+) -> None:
+    """Facts of t-2 (network's) every 50 ms, none for ann: she still gets a heartbeat every
+    0.2 s (the stream's interval here), so the connection never looks idle."""
+    client, bus = served
+
+    async def others_facts() -> None:
+        for sequence in range(2, 1000):
+            await bus.publish(Topic.SLA, [fact(SlaStarted, sequence, ticket="t-2")])
+            await asyncio.sleep(0.05)
+
+    async with client.stream("GET", "/api/v1/sla/stream", headers=auth("ann", "agent")) as response:
+        stream = EventStream(response.aiter_lines())
+        await stream.comment("connected")
+        publishing = asyncio.create_task(others_facts())
+        try:
+            await stream.comment("heartbeat")
+            await stream.comment("heartbeat")
+        finally:
+            publishing.cancel()
+
+
 async def test_a_stream_refuses_requesters(
     served: tuple[httpx.AsyncClient, InMemoryBus], auth: Auth
 ) -> None:

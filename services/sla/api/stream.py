@@ -78,6 +78,7 @@ async def server_sent_events(
     client = hub.connect(wants)
     try:
         yield ServerSentEvent(comment="connected", retry=RECONNECT_MS)
+        sent = time.monotonic()
         while True:
             envelope = await client.next(heartbeat)
             if client.dropped:
@@ -85,12 +86,15 @@ async def server_sent_events(
                     event="dropped", data={"reason": "the client read too slowly; reconnect"}
                 )
                 return
-            if envelope is None:
+            if envelope is not None and await admits(envelope):
+                yield ServerSentEvent(
+                    event=envelope.type, id=envelope.id, data=event_payload(envelope)
+                )
+                sent = time.monotonic()
+            elif envelope is None or time.monotonic() - sent >= heartbeat:
+                # also when every event is someone else's: the connection must not look idle
                 yield ServerSentEvent(comment="heartbeat")
-                continue
-            if not await admits(envelope):
-                continue
-            yield ServerSentEvent(event=envelope.type, id=envelope.id, data=event_payload(envelope))
+                sent = time.monotonic()
     finally:
         hub.disconnect(client)
 
