@@ -198,6 +198,19 @@ def _terminate_pid(pid: int, timeout: float) -> None:
         time.sleep(POLL_INTERVAL)
 
 
+def stop_recorded(
+    label: str, pid: int, pid_file: Path, timeout: float, say: Callable[[str], None]
+) -> None:
+    """Stop a process recorded in `pid_file` (SIGTERM, SIGKILL after `timeout`), forget it and
+    remove the file, saying so."""
+    say(f"stopping {label} (pid {pid}) ...")
+    started = time.monotonic()
+    _terminate_pid(pid, timeout)
+    _forget_child(pid)
+    pid_file.unlink(missing_ok=True)
+    say(f"stopped {label} ({time.monotonic() - started:.1f}s)")
+
+
 def stop_process(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
     """Stop a server started with start_ferretdb() (SIGTERM, then SIGKILL) and reap it."""
     if proc.poll() is None:

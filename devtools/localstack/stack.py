@@ -31,12 +31,11 @@ from devtools.localstack.kafka import _spawn_kafka, kafka_ready, provision_kafka
 from devtools.localstack.logs import _say
 from devtools.localstack.postgres import PostgresCluster
 from devtools.localstack.process import (
-    _forget_child,
     _pid_cmdline,
-    _terminate_pid,
     _wait_until_ready,
     port_in_use,
     running_pid,
+    stop_recorded,
 )
 
 
@@ -150,12 +149,7 @@ def stop(name: str, timeout: float = STOP_TIMEOUT) -> bool:
     if pid is None:
         comp.pid_file.unlink(missing_ok=True)
     else:
-        _say(f"stopping {comp.name} (pid {pid}) ...")
-        started = time.monotonic()
-        _terminate_pid(pid, timeout)
-        _forget_child(pid)
-        comp.pid_file.unlink(missing_ok=True)
-        _say(f"stopped {comp.name} ({time.monotonic() - started:.1f}s)")
+        stop_recorded(comp.name, pid, comp.pid_file, timeout, _say)
     if comp.name == FERRETDB:
         cluster = PostgresCluster(postgres_home(), log_path=postgres_log())
         return cluster.stop(timeout) or pid is not None

@@ -24,13 +24,12 @@ from devtools.localstack.config import (
 )
 from devtools.localstack.files import _file_lock
 from devtools.localstack.process import (
-    _forget_child,
     _pid_alive,
     _pid_cmdline,
     _spawn,
-    _terminate_pid,
     _wait_until_ready,
     port_in_use,
+    stop_recorded,
 )
 from devtools.localstack.stack import Status
 from devtools.stack.config import (
@@ -223,12 +222,7 @@ def stop(name: str, timeout: float = STOP_TIMEOUT) -> bool:
     if pid is None:
         svc.pid_file.unlink(missing_ok=True)
         return False
-    say(f"stopping {name} (pid {pid}) ...")
-    began = time.monotonic()
-    _terminate_pid(pid, timeout)
-    _forget_child(pid)
-    svc.pid_file.unlink(missing_ok=True)
-    say(f"stopped {name} ({time.monotonic() - began:.1f}s)")
+    stop_recorded(name, pid, svc.pid_file, timeout, say)
     return True
 
 
