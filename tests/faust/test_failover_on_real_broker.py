@@ -143,6 +143,33 @@ def check_ticket(ticket: str, found: list[Fact], due: dict[Alert, datetime], gap
         assert levels == sorted(levels), (ticket, order)
 
 
+def missing_breaches(
+    found: list[Fact], tickets: list[str], partitions: dict[str, int], workers: list[SlaWorker]
+) -> str:
+    """What a timed-out wait lacked: each ticket's partition and last fact, and the logs."""
+    last: dict[str, Fact] = {}
+    breached: dict[str, int] = defaultdict(int)
+    for fact in found:
+        last[fact.ticket] = fact
+        breached[fact.ticket] += fact.alert[0] == "breached"
+    lacking = [t for t in tickets if breached[t] < 2]
+    lines = [
+        f"  {t} partition {partitions[t]}: last "
+        + (
+            f"{last[t].sequence} {last[t].alert} {last[t].published:%H:%M:%S.%f}"
+            if t in last
+            else "-"
+        )
+        for t in lacking
+    ]
+    logs = "\n".join(f"--- {w.name}:\n{w.tail(6000)}" for w in workers)
+    return (
+        f"{len(lacking)} of {len(tickets)} tickets lack a breach:\n"
+        + "\n".join(lines)
+        + f"\n{logs}"
+    )
+
+
 async def test_the_survivor_of_a_kill_9_takes_over_and_every_due_alert_is_published(
     bootstrap: str, tmp_path: Path
 ) -> None:
@@ -198,9 +225,12 @@ async def test_the_survivor_of_a_kill_9_takes_over_and_every_due_alert_is_publis
             found = {(f.ticket, f.alert) for f in facts(sla, prefix) if f.alert[0] == "breached"}
             return len(found) == 2 * TICKETS
 
-        await sla.collect(
-            every_breach, timeout=RESOLUTION.total_seconds() + 30, what="every ticket's breaches"
-        )
+        try:
+            await sla.collect(
+                every_breach, timeout=RESOLUTION.total_seconds() + 30, what="every breach"
+            )
+        except AssertionError:
+            pytest.fail(missing_breaches(facts(sla, prefix), tickets, feed.partitions, workers))
         survivor.check_alive()
 
     found = facts(sla, prefix)
