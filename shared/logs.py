@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from collections.abc import MutableMapping
+import time
+from collections.abc import Callable, MutableMapping
 from typing import Any
 
 import structlog
@@ -65,3 +66,41 @@ def configure_logging(level: str = "INFO", *, json: bool = True) -> None:
     root.setLevel(level.upper())
     for noisy in ("aiokafka", "pymongo", "uvicorn.access"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+
+
+class RepeatSummary(logging.Filter):
+    """Lets through one record per level every `interval` seconds and counts the others; the
+    next one let through says how many were held back. For a library that logs a state once per
+    event (Faust's `producer buffer full size …`, hundreds a second under backpressure)."""
+
+    def __init__(self, interval: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self.interval = interval
+        self.clock = clock
+        self._last: dict[int, float] = {}  # level -> when a record of it was last let through
+        self._held: dict[int, int] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        now, level = self.clock(), record.levelno
+        last = self._last.get(level)
+        if last is not None and now - last < self.interval:
+            self._held[level] = self._held.get(level, 0) + 1
+            return False
+        self._last[level] = now
+        held = self._held.pop(level, 0)
+        if held and last is not None:
+            since = now - last
+            record.msg = f"{record.getMessage()} ({held} more like it in the last {since:.0f} s)"
+            record.args = ()
+        return True
+
+
+def summarise_repeats(logger_name: str, interval: float = 10.0) -> RepeatSummary:
+    """Install a `RepeatSummary` on a library's logger (once); returns it."""
+    logger = logging.getLogger(logger_name)
+    for existing in logger.filters:
+        if isinstance(existing, RepeatSummary):
+            return existing
+    summary = RepeatSummary(interval)
+    logger.addFilter(summary)
+    return summary

@@ -9,7 +9,8 @@ import pytest
 from faust.utils import terminal
 from faust.worker import Worker
 
-from services.sla.processor.worker import no_terminal_spinner
+from services.sla.processor.worker import no_terminal_spinner, quiet_faust_logs
+from shared.logs import RepeatSummary
 
 
 def root_after_setup(level: int) -> logging.Logger:
@@ -32,3 +33,42 @@ def test_without_the_spinner_a_warning_level_stays_warning(
     root = root_after_setup(logging.WARNING)
     assert root.level == logging.WARNING and len(root.handlers) == 1
     assert not root.isEnabledFor(logging.DEBUG)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_repeated_producer_backpressure_warnings_become_one_line_per_interval() -> None:
+    """Faust's conductor logs `producer buffer full size N` for every record it holds back
+    while table writes outpace the producer's sending task: hundreds a second in a due burst.
+    Through the worker's filter: the first line, then one per 10 s with how many were held."""
+    clock = Clock()
+    logger = logging.Logger("faust.transport.producer.stand-in", logging.INFO)
+    out = io.StringIO()
+    logger.addHandler(logging.StreamHandler(out))
+    logger.addFilter(RepeatSummary(10.0, clock))
+
+    for size in range(101, 601):  # 500 warnings within 5 s
+        logger.warning(f"producer buffer full size {size}")
+        clock.now += 0.01
+    logger.info("producer flush took 0.1")  # another level has its own allowance
+    clock.now += 5.2
+    logger.warning("producer buffer full size 250")
+
+    assert out.getvalue().splitlines() == [
+        "producer buffer full size 101",
+        "producer flush took 0.1",
+        "producer buffer full size 250 (499 more like it in the last 10 s)",
+    ]
+
+
+def test_the_worker_summarises_fausts_producer_logger_once() -> None:
+    quiet_faust_logs()
+    quiet_faust_logs()
+    installed = logging.getLogger("faust.transport.producer").filters
+    assert [type(f) for f in installed].count(RepeatSummary) == 1

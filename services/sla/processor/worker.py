@@ -30,7 +30,7 @@ from services.sla.processor.settings import SlaSettings
 from services.sla.processor.topics import changelog_topic_name
 from shared.bus.offsets import start_new_group_at_the_end
 from shared.bus.security import kafka_client_kwargs
-from shared.logs import configure_logging
+from shared.logs import configure_logging, summarise_repeats
 from shared.metrics import serve_metrics
 from shared.telemetry import setup_tracing, untraced_sends
 
@@ -48,12 +48,20 @@ def no_terminal_spinner() -> None:
     Worker._disable_spinner_if_level_below_WARN = without_spinner  # type: ignore[method-assign,assignment]
 
 
+def quiet_faust_logs() -> None:
+    """No spinner; and Faust's "producer buffer full" warning, logged once per record held back
+    while table writes outpace its sending task (a due burst: backpressure, not loss), becomes
+    one line per 10 s with a count."""
+    no_terminal_spinner()
+    summarise_repeats("faust.transport.producer")
+
+
 def main(argv: list[str] | None = None) -> None:
     settings = SlaSettings()
     configure_logging(settings.log_level, json=settings.log_json)
     setup_tracing("itsm-sla-processor")
     untraced_sends(lambda topic: topic == changelog_topic_name(settings.app_id))
-    no_terminal_spinner()
+    quiet_faust_logs()
     app = create_app(settings.model_copy(update={"auto_offset_reset": "earliest"}))
     install_consumer_guards()
     args = list(sys.argv[1:] if argv is None else argv) or ["worker", "--loglevel=info"]
