@@ -8,7 +8,10 @@ and a scratch database, both removed at the end:
 1. The deadlines: `--timers` tickets whose first-response deadlines are spread evenly over
    `--window` seconds starting at W0 = now + `--lead`, and `--burst` tickets whose deadlines
    all fall in the one second starting at W0 + window + interval/2 (halfway between two polls
-   of the baseline, i.e. at its mean lag).
+   of the baseline, i.e. at its mean lag). `--far` more tickets keep timers open whose
+   deadlines fall long after the run (0.9 T after W0): the open timers a worker carries while a
+   smaller number falls due, e.g. `--timers 20000 --window 200 --far 80000` is 100,000 open
+   timers of which 100 fall due per second.
 2. Baseline store: the same deadlines as small documents `{_id, deadline, notified}` in a
    scratch FerretDB database, with an index on `deadline`.
 3. Subject: the SLA worker as its own process (unique app id), P1 first-response target
@@ -22,7 +25,9 @@ and a scratch database, both removed at the end:
    - the deadline; the record's CreateTime (the worker's producer) - the deadline beside it.
 5. Baseline, measured: a poller process (`python -m bench.sla poller`) that from W0 every
    `--interval` s (60) finds `deadline <= now and notified == false`, notes each document's
-   arrival, and marks them notified. Lag = arrival - deadline.
+   arrival, and marks them notified. Lag = arrival - deadline. On FerretDB this poller may not
+   finish (its `update_many` of the found documents); the aim's ratio is then taken against
+   the same interval derived as below, and the table says so.
    Baseline, derived: a `--derived-interval` (300 s) poller polling at W0, W0 + 300 s, …:
    lag = its next poll - deadline + that document's arrival offset in one query returning all
    the deadlines (measured after the window); its poll at W0 finds nothing.
@@ -76,8 +81,12 @@ AIM_P99_S = 1.0
 AIM_FACTOR = 60.0  # at least this many times better than the 60 s poller (p99)
 
 
-def plan(args: argparse.Namespace, run: Run) -> tuple[datetime, dict[str, datetime], set[str]]:
-    """W0 and every ticket's deadline; the burst's ticket ids."""
+def plan(
+    args: argparse.Namespace, run: Run, target: timedelta
+) -> tuple[datetime, dict[str, datetime], set[str], dict[str, datetime]]:
+    """W0 and every measured ticket's deadline; the burst's ticket ids; the far tickets'
+    deadlines (0.9 x the target after W0: opened a tenth of it before W0, so none of their
+    warnings falls due during the run)."""
     w0 = datetime.now(UTC) + timedelta(seconds=args.lead)
     deadlines = {
         f"L-{run.id}-{i}": w0 + timedelta(seconds=args.window * i / args.timers)
@@ -88,7 +97,11 @@ def plan(args: argparse.Namespace, run: Run) -> tuple[datetime, dict[str, dateti
         f"B-{run.id}-{j}": burst_at + timedelta(seconds=0.999 * j / args.burst)
         for j in range(args.burst)
     }
-    return w0, deadlines | burst, set(burst)
+    far = {
+        f"F-{run.id}-{k}": w0 + target * 0.9 + timedelta(seconds=args.window * k / max(args.far, 1))
+        for k in range(args.far)
+    }
+    return w0, deadlines | burst, set(burst), far
 
 
 def lags_s(deadlines: dict[str, datetime], times: dict[str, float], keys: set[str]) -> list[float]:
@@ -123,9 +136,10 @@ async def run_bench(args: argparse.Namespace) -> int:
     # created event is applied (only the highest, 90 %, fires, with the started facts), so the
     # window measures breaches alone and the load does not fire warnings while it ingests.
     target_s = 10 * (args.lead + args.window + args.interval + 30)
+    target = timedelta(seconds=target_s)
     print(f"run {run.prefix}, database {database}: {args.timers} spread + {args.burst} burst "
-          f"deadlines, lead {args.lead:.0f}s, P1 first response {target_s:.0f}s",
-          flush=True)  # fmt: skip
+          f"deadlines + {args.far} far ones, lead {args.lead:.0f}s, P1 first response "
+          f"{target_s:.0f}s", flush=True)  # fmt: skip
     mongo: AsyncMongoClient[Any] = AsyncMongoClient(args.mongo, serverSelectionTimeoutMS=5000)
     meter = CpuMeter({"bench": os.getpid()})
     meter.add("kafka", listening_pid(port_of(args.bootstrap, 9092)))
@@ -141,13 +155,13 @@ async def run_bench(args: argparse.Namespace) -> int:
         meter.add("tail", tail.pid)
         idle = await phases.idle_probe()
         print(f"idle probe: machine {idle['machine']:.2f} cores", flush=True)
-        w0, deadlines, burst = plan(args, run)
+        w0, deadlines, burst, far = plan(args, run, target)
         spread = set(deadlines) - burst
 
         phases.start("seed the poller's db")
-        seeded_s = await seed_deadlines(mongo, database, deadlines)
+        seeded_s = await seed_deadlines(mongo, database, deadlines | far)
         phases.stop("seed the poller's db")
-        print(f"seeded {total} deadlines in FerretDB in {seeded_s:.1f}s", flush=True)
+        print(f"seeded {total + args.far} deadlines in FerretDB in {seeded_s:.1f}s", flush=True)
 
         targets = {"P1": {"first_response": float(target_s)}}
         worker = start_worker(args.bootstrap, run, targets=targets)
@@ -156,24 +170,24 @@ async def run_bench(args: argparse.Namespace) -> int:
         print(f"worker answering {cold_s:.1f}s after spawn", flush=True)
 
         phases.start("produce + apply")
-        target = timedelta(seconds=target_s)
         now = datetime.now(UTC)
         records = (
             incident_record(key, "created", 1, now, opened_at=deadline - target)
-            for key, deadline in deadlines.items()
+            for key, deadline in (far | deadlines).items()  # the far ones first
         )
         await produce(args.bootstrap, run.incidents, records)
+        opened = total + args.far
         counts = await tail.wait_for(
-            lambda c: c.get("started", 0) >= 2 * (total + 1),
+            lambda c: c.get("started", 0) >= 2 * (opened + 1),
             within=max(30.0, (w0 - datetime.now(UTC)).total_seconds() + 120),
-            what=f"{2 * total} started facts",
+            what=f"{2 * opened} started facts",
             worker=worker,
             interval=1.0,
         )
         phases.stop("produce + apply")
         margin = (w0 - datetime.now(UTC)).total_seconds()
         applied_by_w0 = margin > 0
-        print(f"all {total} tickets applied, {margin:.0f}s before W0 ({counts})", flush=True)
+        print(f"all {opened} tickets applied, {margin:.0f}s before W0 ({counts})", flush=True)
 
         poll_until = w0 + timedelta(seconds=args.window + args.interval * 1.5 + 1)
         argv = ["--mongo", args.mongo, "--database", database, "--interval", str(args.interval)]
@@ -225,21 +239,34 @@ async def run_bench(args: argparse.Namespace) -> int:
             created.setdefault(key, create_ms / 1000)
     found = {key: at for key, at in polled["found"]}
     first_poll = w0.timestamp()
-    derived = {
-        key: first_poll + args.derived_interval * math.ceil(
-            (deadline.timestamp() - first_poll) / args.derived_interval
-        ) + offsets.get(key, float("nan"))
-        for key, deadline in deadlines.items()
-    }  # fmt: skip
+
+    def derived_arrivals(every: float) -> dict[str, float]:
+        """A poller polling at W0, W0 + every, …: each deadline's next poll plus its document's
+        arrival offset in one query returning all of them."""
+        return {
+            key: first_poll + every * math.ceil((deadline.timestamp() - first_poll) / every)
+            + offsets.get(key, float("nan"))
+            for key, deadline in deadlines.items()
+        }  # fmt: skip
+
+    derived = derived_arrivals(args.derived_interval)
+    measured_failed = bool(polled.get("failed"))
 
     results = Results()
     interval, derived_interval = f"{args.interval:g} s", f"{args.derived_interval:g} s"
     for label, keys in ((f"spread {args.timers:,}", spread), (f"burst {args.burst:,}", burst)):
         subject = lags_s(deadlines, received, keys)
-        add_lag_rows(
-            results, f"{label}: lag", subject, lags_s(deadlines, found, keys),
-            f"{interval} poller, measured", aims=True,
-        )  # fmt: skip
+        if measured_failed:  # the aim's ratio is then taken against the same poller, derived
+            add_lag_rows(
+                results, f"{label}: lag", subject,
+                lags_s(deadlines, derived_arrivals(args.interval), keys),
+                f"{interval} poller, derived (the measured one did not finish)", aims=True,
+            )  # fmt: skip
+        else:
+            add_lag_rows(
+                results, f"{label}: lag", subject, lags_s(deadlines, found, keys),
+                f"{interval} poller, measured", aims=True,
+            )  # fmt: skip
         add_lag_rows(
             results, f"{label}: lag", subject, lags_s(deadlines, derived, keys),
             f"{derived_interval} poller, derived", aims=False,
@@ -261,6 +288,10 @@ async def run_bench(args: argparse.Namespace) -> int:
     results.note("other facts during the run", ", ".join(f"{k} {v}" for k, v in counts.items()))
     results.note(
         "timers all open before W0", f"{'yes' if applied_by_w0 else 'NO'} ({margin:.0f} s)"
+    )
+    results.note(
+        "open timers at W0 (2 per ticket: first response and resolution)",
+        f"{2 * (total + args.far):,} ({total + args.far:,} tickets, {args.far:,} of them far)",
     )
     results.note("worker cold start (spawn -> answers a probe)", f"{cold_s:.1f} s")
     polls = polled["polls"]
@@ -302,6 +333,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--timers", type=int, default=100_000, help="spread deadlines")
     parser.add_argument("--burst", type=int, default=10_000, help="deadlines in one second")
     parser.add_argument("--window", type=float, default=120.0, help="seconds the spread spans")
+    parser.add_argument(
+        "--far", type=int, default=0, help="more open timers, due long after the run"
+    )
     parser.add_argument("--interval", type=float, default=60.0, help="measured poller, seconds")
     parser.add_argument("--derived-interval", type=float, default=300.0, help="derived poller")
     parser.add_argument("--lead", type=float, default=None, help="seconds from now to W0")
@@ -316,10 +350,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--mongo", default=os.environ.get("ITSM_MONGO_URL", "mongodb://127.0.0.1:27017")
     )
     args = parser.parse_args(argv)
-    if args.timers <= 0 or args.burst < 0:
-        parser.error("--timers must be positive and --burst not negative")
+    if args.timers <= 0 or args.burst < 0 or args.far < 0:
+        parser.error("--timers must be positive, --burst and --far not negative")
     if args.lead is None:
-        args.lead = default_lead(args.timers + args.burst, args.ingest_rate)
+        args.lead = default_lead(args.timers + args.burst + args.far, args.ingest_rate)
     return args
 
 

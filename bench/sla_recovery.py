@@ -18,6 +18,11 @@ One bounded run on its own topics (see bench/sla.py), deleted at the end:
    behind their deadlines; and what was re-applied (started facts published again for events
    whose offsets the killed worker had not committed: consumers drop them by sequence).
 
+`--store` is the table's store: `memory://` (the default: the new worker replays the whole
+changelog) or `rocksdb://`, the production set-up (deploy/k8s: a StatefulSet whose workers keep
+RocksDB on their own volume): the restarted worker reuses the killed one's data directory and
+reads only the changelog written after what RocksDB already holds.
+
 Exit status 1 if a breach is missing.
 """
 
@@ -62,7 +67,8 @@ async def run_bench(args: argparse.Namespace) -> int:
     # fires after the kill is the breaches.
     target_s = 10 * (args.lead + args.spread + 60)
     print(f"run {run.prefix}: {n} timers, kill at now + {args.lead:.0f}s, deadlines over the "
-          f"{args.spread:g}s after it, P1 first response {target_s:.0f}s", flush=True)  # fmt: skip
+          f"{args.spread:g}s after it, P1 first response {target_s:.0f}s, store {args.store}",
+          flush=True)  # fmt: skip
     meter = CpuMeter({"bench": os.getpid()})
     meter.add("kafka", listening_pid(port_of(args.bootstrap, 9092)))
     phases = Phases(meter)
@@ -70,12 +76,13 @@ async def run_bench(args: argparse.Namespace) -> int:
     tail = FactTail(args.bootstrap, run.sla, keep=("breached",))
     workers: list[Worker] = []
     targets = {"P1": {"first_response": float(target_s)}}
+    store = {"ITSM_SLA_STORE": args.store}  # both workers: the same app id, so the same data dir
     try:
         await tail.ready()
         meter.add("tail", tail.pid)
         idle = await phases.idle_probe()
         print(f"idle probe: machine {idle['machine']:.2f} cores", flush=True)
-        workers.append(start_worker(args.bootstrap, run, targets=targets))
+        workers.append(start_worker(args.bootstrap, run, targets=targets, extra_env=store))
         meter.add("worker", workers[0].pid)
         phases.start("cold start (baseline)")
         cold_s = await wait_until_answering(args.bootstrap, run, tail, workers[0])
@@ -107,7 +114,7 @@ async def run_bench(args: argparse.Namespace) -> int:
         await asyncio.sleep(max(0.0, margin))
 
         killed = workers[0].kill9()
-        workers.append(start_worker(args.bootstrap, run, targets=targets))
+        workers.append(start_worker(args.bootstrap, run, targets=targets, extra_env=store))
         meter.add("restarted", workers[1].pid)
         phases.start("kill -9 -> every breach")  # from the spawn, so it counts the new worker
         counts = await tail.wait_for(
@@ -154,6 +161,7 @@ async def run_bench(args: argparse.Namespace) -> int:
         f"{counts.get('started', 0) - applied.get('started', 0)}",
     )
     results.note("facts by type at the end", ", ".join(f"{k} {v}" for k, v in counts.items()))
+    results.note("table store", args.store)
     print()
     print(results.table())
     print()
@@ -175,6 +183,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="created events/s the worker is assumed to apply (for the default lead)",
     )  # fmt: skip
     parser.add_argument("--timeout", type=float, default=900.0, help="after the kill, seconds")
+    parser.add_argument(
+        "--store", choices=("memory://", "rocksdb://"), default="memory://",
+        help="the table's store (rocksdb://: the restarted worker keeps the killed one's data)",
+    )  # fmt: skip
     parser.add_argument(
         "--bootstrap", default=os.environ.get("ITSM_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
     )
