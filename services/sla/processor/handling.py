@@ -210,8 +210,9 @@ class SlaProcessor:
         if not _is_incident_event(envelope.type):
             handled.outcome = "ignored"  # another aggregate's event, or a type we do not know
             return
-        state, trace = self._load(ticket_id)
-        view = self._kpi_view(ticket_id, state)
+        value = self.table.get(ticket_id)
+        state, trace = self._load(ticket_id, value)
+        view = self._kpi_view(value, state)
         sequence = envelope.sequence or None  # 0: not sequenced, always applied
         if sequence is not None and sequence <= state.applied_sequence:
             handled.outcome = "duplicate"
@@ -236,22 +237,22 @@ class SlaProcessor:
         )
         handled.outcome = "applied"
 
-    def _kpi_view(self, ticket_id: str, state: SlaState) -> TicketKpiView | None:
-        """The ticket's KPI view, after applying the KPI plan its stored state still carries
-        (the crash may have come between storing the state and applying the plan)."""
+    def _kpi_view(self, value: Any, state: SlaState) -> TicketKpiView | None:
+        """The ticket's KPI view, from its table value (as read for its state), after applying
+        the KPI plan the stored state still carries (the crash may have come between storing
+        the state and applying the plan)."""
         if self.kpis is None:
             return None
-        view, outbox = ticket_kpis(self.table.get(ticket_id))
+        view, outbox = ticket_kpis(value)
         if outbox is not None:
             self.kpis.apply(outbox)
         if view is None and state.ticket is not None:
             view = TicketKpiView.of_ticket(state.ticket)  # stored before the KPIs existed
         return view
 
-    def _load(self, ticket_id: str) -> tuple[SlaState, str]:
-        """The ticket's state and the reference of its trace: the one stored (the trace of
-        the event that opened it), else the current event's."""
-        value = self.table.get(ticket_id)
+    def _load(self, ticket_id: str, value: Any) -> tuple[SlaState, str]:
+        """The ticket's state (from its table value) and the reference of its trace: the one
+        stored (the trace of the event that opened it), else the current event's."""
         if value is None:
             return new_state(ticket_id), trace_reference()
         try:
@@ -438,7 +439,7 @@ class SlaProcessor:
             log.error("sla.state.unreadable", ticket_id=ticket_id, error=str(exc))
             self.index.schedule(ticket_id, partition, None)
             return None
-        return state, self._kpi_view(ticket_id, state), stored_trace(value)
+        return state, self._kpi_view(value, state), stored_trace(value)
 
     def _evict(self, keys: list[str], handled: Handled) -> Handled:
         """Delete final KPI partials whose final snapshot is published (the KPI timer asks)."""
