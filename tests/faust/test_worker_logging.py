@@ -35,7 +35,9 @@ def test_without_the_spinner_a_warning_level_stays_warning(
     assert not root.isEnabledFor(logging.DEBUG)
 
 
-class Clock:
+class Monotonic:
+    """A `time.monotonic` stand-in the test moves by hand."""
+
     def __init__(self) -> None:
         self.now = 1000.0
 
@@ -47,7 +49,7 @@ def test_repeated_producer_backpressure_warnings_become_one_line_per_interval() 
     """Faust's conductor logs `producer buffer full size N` for every record it holds back
     while table writes outpace the producer's sending task: hundreds a second in a due burst.
     Through the worker's filter: the first line, then one per 10 s with how many were held."""
-    clock = Clock()
+    clock = Monotonic()
     logger = logging.Logger("faust.transport.producer.stand-in", logging.INFO)
     out = io.StringIO()
     logger.addHandler(logging.StreamHandler(out))
