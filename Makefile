@@ -27,10 +27,16 @@ help:
 	@echo "make bench        outbox throughput benchmark against the local stack"
 	@echo "make schemas      regenerate docs/events (JSON Schemas + AsyncAPI) from the contracts"
 
+# A package index can answer badly for a moment (seen: a truncated JSON page that pip cannot
+# parse): each install is tried three times before the setup fails.
+TRIES = 3
+with_retries = for try in $$(seq $(TRIES)); do $(1) && break; test $$try -lt $(TRIES) || exit 1; \
+	echo "failed (try $$try of $(TRIES)); trying again in 10 s: $(1)" >&2; sleep 10; done
+
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[test]'
+	$(call with_retries,$(PY) -m pip install --quiet --upgrade pip)
+	$(call with_retries,$(PY) -m pip install --quiet -c constraints.txt -e '.[test]')
 	touch $(STAMP)
 
 setup: $(STAMP)
