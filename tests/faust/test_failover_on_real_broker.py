@@ -36,6 +36,7 @@ from tests.support.sla_workers import (
     until,
     wait_until_answering,
     worker_env,
+    worker_logs,
 )
 
 pytestmark = [pytest.mark.infra, pytest.mark.timeout(120)]
@@ -162,11 +163,10 @@ def missing_breaches(
         )
         for t in lacking
     ]
-    logs = "\n".join(f"--- {w.name}:\n{w.tail(6000)}" for w in workers)
     return (
         f"{len(lacking)} of {len(tickets)} tickets lack a breach:\n"
         + "\n".join(lines)
-        + f"\n{logs}"
+        + f"\n{worker_logs(workers, 6000)}"
     )
 
 

@@ -299,8 +299,13 @@ async def wait_until_answering(
         with contextlib.suppress(AssertionError):
             await sla.collect(probes_answered, timeout=1.0, what="probe answers")
             return time.monotonic() - started
-    logs = "\n".join(f"--- {w.name}:\n{w.tail()}" for w in workers)
-    pytest.fail(f"partitions {set(range(partitions)) - answered} never answered a probe:\n{logs}")
+    missing = set(range(partitions)) - answered
+    pytest.fail(f"partitions {missing} never answered a probe:\n{worker_logs(workers)}")
+
+
+def worker_logs(workers: list[SlaWorker], chars: int = 4000) -> str:
+    """The end of each worker's log, for a failure message."""
+    return "\n".join(f"--- {w.name}:\n{w.tail(chars)}" for w in workers)
 
 
 async def until(
