@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import Coroutine
 from typing import Any
 
@@ -10,8 +11,10 @@ from typing import Any
 class BackgroundTask:
     # On Python 3.11 a cancellation can be lost: `asyncio.wait_for` returns the inner result when
     # it completes as the outer task is cancelled (PyMongo writes to its socket that way), and the
-    # task carries on. stop() therefore cancels again until the task has ended.
-    RECANCEL_AFTER = 0.1  # seconds
+    # task carries on. stop() therefore cancels again until the task has ended. The wait between
+    # cancellations is random: with a fixed one, a loop slowed by its other work can keep each
+    # cancellation in step with the task's own cycle, so that every one of them is lost.
+    RECANCEL_AFTER = 0.1  # seconds, the mean wait between cancellations
     MAX_CANCELS = 100
 
     def __init__(self, name: str) -> None:
@@ -34,7 +37,7 @@ class BackgroundTask:
             task.cancel()
             # asyncio.wait never raises the task's outcome; it raises only the caller's own
             # cancellation, which thus propagates.
-            await asyncio.wait({task}, timeout=self.RECANCEL_AFTER)
+            await asyncio.wait({task}, timeout=self.RECANCEL_AFTER * random.uniform(0.5, 1.5))  # noqa: S311 -- jitter, not a secret
             if task.done():
                 break
         else:

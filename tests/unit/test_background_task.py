@@ -4,6 +4,7 @@ caller's own cancellation."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -42,6 +43,37 @@ async def test_stop_ends_a_task_whose_cancellation_was_lost() -> None:
     assert done, "stop() still waiting for a task that carries on"
     await stopping
     await worker.stop()  # stopped: a second stop is a no-op
+
+
+async def busy_neighbour(blocks_for: float) -> None:
+    """Another component's work that holds the loop for a while at every step, as a loaded CI
+    runner or a CPU-heavy task does."""
+    while True:
+        time.sleep(blocks_for)  # noqa: ASYNC251 -- holds the loop on purpose
+        await asyncio.sleep(0)
+
+
+@pytest.mark.parametrize("blocks_for", [0.011, 0.02, 0.05])
+async def test_stop_ends_the_task_when_a_slow_loop_keeps_its_cancellations_in_step(
+    blocks_for: float,
+) -> None:
+    # These loop step times made every re-cancellation after a fixed 0.1 s land in the step in
+    # which the next 10 ms write completes, so all 100 were lost.
+    neighbour = asyncio.create_task(busy_neighbour(blocks_for))
+    writes = WritesLikePymongo()
+    worker = BackgroundTask("relay-like")
+    try:
+        worker.start(writes.run())
+        await writes.writing.wait()
+        assert writes.write is not None
+        asyncio.get_running_loop().call_soon(writes.write.set_result, 1)
+        stopping = asyncio.create_task(worker.stop())
+        done, _ = await asyncio.wait({stopping}, timeout=5)
+        assert done, "stop() still waiting for a task whose cancellations are lost in step"
+        await stopping
+    finally:
+        neighbour.cancel()
+        await asyncio.wait({neighbour})
 
 
 class Stubborn:
