@@ -37,7 +37,8 @@ class BackgroundTask:
             task.cancel()
             # asyncio.wait never raises the task's outcome; it raises only the caller's own
             # cancellation, which thus propagates.
-            await asyncio.wait({task}, timeout=self.RECANCEL_AFTER * random.uniform(0.5, 1.5))  # noqa: S311 -- jitter, not a secret
+            jitter = random.uniform(0.5, 1.5)  # noqa: S311 -- not a secret
+            await asyncio.wait({task}, timeout=self.RECANCEL_AFTER * jitter)
             if task.done():
                 break
         else:
