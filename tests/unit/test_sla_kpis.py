@@ -25,6 +25,7 @@ from services.sla.domain.kpis import (
     apply_update,
     change_contributions,
     contributions,
+    merge_plans,
     plan,
 )
 from shared.contracts.changes import ChangeCompleted, ChangeStarted
@@ -339,6 +340,40 @@ def test_applying_is_guarded_by_the_source_offset() -> None:
     assert apply_update(once, update, "t", 0, 7) is None  # redelivered
     twice = apply_update(once, update, "t", 0, 8)
     assert twice is not None and twice.figures.opened == 2
+
+
+def test_merging_plans_sums_their_partials_at_the_last_offset() -> None:
+    plans = [
+        plan("t", 0, offset, [KpiContribution(WHERE, T0, figures(breaches=1))],
+             clock=SourceClock(), gauge=no_gauge)
+        for offset in (5, 6, 9)
+    ]  # fmt: skip
+    merged = merge_plans(plans)
+    assert merged.offset == 9 and merged.clock == T0
+    assert {(u.granularity, u.figures.breaches) for u in merged.partials} == {
+        ("hour", 3),
+        ("day", 3),
+    }
+
+
+@pytest.mark.parametrize(
+    ("offsets_and_sources", "error"),
+    [
+        ([], "no plans to merge"),
+        ([(5, "t"), (6, "u")], "different sources"),
+        ([(6, "t"), (6, "t")], "increasing offsets"),
+        ([(7, "t"), (6, "t")], "increasing offsets"),
+    ],
+)
+def test_merging_refuses_plans_it_cannot_merge(
+    offsets_and_sources: list[tuple[int, str]], error: str
+) -> None:
+    plans = [
+        plan(topic, 0, offset, [], clock=SourceClock(), gauge=no_gauge)
+        for offset, topic in offsets_and_sources
+    ]
+    with pytest.raises(ValueError, match=error):
+        merge_plans(plans)
 
 
 # -- partials and summary -----------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """Properties of the streaming KPIs (hypothesis), through the processor's own plan/apply code on
 a dict table: partitioning does not change the figures, redelivery changes nothing, merging is
-associative and commutative, and the sketch's quantiles are within its stated error."""
+associative and commutative, merged plans write what the plans write one by one, and the
+sketch's quantiles are within its stated error."""
 
 from __future__ import annotations
 
@@ -15,8 +16,8 @@ from hypothesis import strategies as st
 
 from services.sla.domain.kpi_partials import KpiPartial, merge, summarize
 from services.sla.domain.kpi_sketch import RELATIVE_ACCURACY, QuantileSketch
-from services.sla.domain.kpis import TicketKpiView, contributions
-from services.sla.processor.kpis import KpiRecorder
+from services.sla.domain.kpis import KpiPlan, TicketKpiView, contributions, merge_plans
+from services.sla.processor.kpis import KpiRecorder, clock_key
 from shared.contracts.incidents import (
     IncidentAssigned,
     IncidentCreated,
@@ -182,6 +183,34 @@ def test_merging_is_associative_and_commutative(spec: list[Any], rnd: random.Ran
     cut = rnd.randint(0, len(partials))
     left, right = merge(partials[:cut]), merge(partials[cut:])
     assert left + right == right + left == merge(partials)
+
+
+def plans_from_one_table(steps: list[Step]) -> list[KpiPlan]:
+    """One plan per step, all planned against the same table, as a due record's tickets are."""
+    recorder, views = KpiRecorder({}), dict[str, TicketKpiView | None]()
+    plans = []
+    for offset, step in enumerate(steps):
+        views[step.ticket], items = contributions(views.get(step.ticket), step.event, step.at)
+        plans.append(recorder.plan(TOPIC, 0, offset, items, seen=step.at))
+    return plans
+
+
+@settings(max_examples=60, deadline=None)
+@given(tickets)
+def test_a_merged_plan_writes_what_its_plans_write_one_by_one(spec: list[Any]) -> None:
+    plans = plans_from_one_table(stream(spec))
+    one_by_one, merged = dict[str, Any](), dict[str, Any]()
+    for each in plans:
+        KpiRecorder(one_by_one).apply(each)
+    KpiRecorder(merged).apply(merge_plans(plans))
+
+    def entries(table: dict[str, Any]) -> dict[str, Any]:
+        # a partial's watermark is the last offset that wrote it, the merged plan's for all
+        return {key: {**value, "watermark": None} for key, value in table.items()}
+
+    assert entries(merged) == entries(one_by_one)
+    assert merged[clock_key(TOPIC, 0)]["watermark"] == plans[-1].offset
+    assert all(KpiRecorder(merged).already_applied(TOPIC, 0, p.offset) for p in plans)
 
 
 @settings(max_examples=200, deadline=None)

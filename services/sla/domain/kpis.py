@@ -68,6 +68,7 @@ __all__ = [
     "TicketKpiView",
     "change_contributions",
     "contributions",
+    "merge_plans",
     "plan",
     "summarize",
 ]
@@ -392,6 +393,39 @@ def plan(
             current = updates.get((g, start, dims)) or PartialUpdate(g, start, dims)
             updates[(g, start, dims)] = replace(current, backlog=count)
     return KpiPlan(topic, partition, offset, tuple(updates.values()), gauges, after)
+
+
+def merge_plans(plans: Sequence[KpiPlan]) -> KpiPlan:
+    """One plan with the writes of `plans` (one source, increasing offsets) applied in order:
+    the figures of each partial summed, the last backlog and gauge value set, the latest clock,
+    at the last plan's offset. Applying it leaves every entry as applying each plan in turn
+    does, with one write per entry instead of one per plan."""
+    if not plans:
+        raise ValueError("no plans to merge")
+    last = plans[-1]
+    updates: dict[tuple[Granularity, datetime, Dims], PartialUpdate] = {}
+    gauges: dict[Dims, int] = {}
+    for before, each in zip((None, *plans), plans, strict=False):
+        if (each.topic, each.partition) != (last.topic, last.partition):
+            raise ValueError("plans of different sources cannot be merged")
+        if before is not None and each.offset <= before.offset:
+            raise ValueError("plans to merge must come in increasing offsets")
+        for update in each.partials:
+            key = (update.granularity, update.window_start, update.dims)
+            current = updates.get(key)
+            if current is None:
+                updates[key] = update
+                continue
+            backlog = current.backlog if update.backlog is None else update.backlog
+            updates[key] = replace(
+                current, figures=current.figures + update.figures, backlog=backlog
+            )
+        gauges.update(each.gauges)
+    clocks = [each.clock for each in plans if each.clock is not None]
+    return KpiPlan(
+        last.topic, last.partition, last.offset, tuple(updates.values()),
+        tuple(gauges.items()), max(clocks, default=None),
+    )  # fmt: skip
 
 
 def apply_update(

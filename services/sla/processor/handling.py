@@ -51,6 +51,7 @@ from services.sla.domain.kpis import (
     change_contributions,
     contributions,
     fact_contributions,
+    merge_plans,
 )
 from services.sla.processor.codec import (
     Due,
@@ -78,6 +79,7 @@ from shared.contracts.envelope import Envelope
 from shared.contracts.incidents import IncidentEvent
 from shared.contracts.registry import UnknownEventType, contract_for, is_registered, validate_data
 from shared.contracts.sla import SlaEvent
+from shared.store.locks import KeyedLocks
 from shared.telemetry import context_of, current_traceparent, trace_reference
 
 log = structlog.get_logger(__name__)
@@ -167,6 +169,10 @@ class SlaProcessor:
         self.kpis = kpis  # None: no streaming KPIs (the embedded mode, benchmarks)
         self.due_batch = due_batch
         self._targets = TargetRefs(catalog)
+        # Each ticket is loaded, its facts published and its state stored under its lock: the
+        # incident and due agents of a partition run side by side, and a state loaded by one
+        # while the other awaits its facts' acknowledgement would be overwritten by it.
+        self.ticket_locks = KeyedLocks()
         # Wake-ups sent and not yet applied (ticket id -> when sent), at most `due_batch`: the
         # timer sends no more than the due agent keeps up with. Entries older than tick_retry
         # are dropped (their records may be gone with a revoked partition; the index resends).
@@ -210,6 +216,12 @@ class SlaProcessor:
         if not _is_incident_event(envelope.type):
             handled.outcome = "ignored"  # another aggregate's event, or a type we do not know
             return
+        async with self.ticket_locks.hold(ticket_id):  # see ticket_locks
+            await self._apply_incident_event(envelope, ticket_id, handled)
+
+    async def _apply_incident_event(
+        self, envelope: Envelope, ticket_id: str, handled: Handled
+    ) -> None:
         value = self.table.get(ticket_id)
         state, trace = self._load(ticket_id, value)
         view = self._kpi_view(value, state)
@@ -245,10 +257,28 @@ class SlaProcessor:
             return None
         view, outbox = ticket_kpis(value)
         if outbox is not None:
-            self.kpis.apply(outbox)
+            self._apply_outbox(outbox)
         if view is None and state.ticket is not None:
             view = TicketKpiView.of_ticket(state.ticket)  # stored before the KPIs existed
         return view
+
+    def _apply_outbox(self, outbox: KpiPlan) -> None:
+        """Apply the KPI plan a stored state carries, unless it is in. A due record's plans are
+        applied together, after all its states are stored (`_store_fired`); a crash in between
+        leaves states whose plans are not in. They are applied in the record's ticket order, as
+        its staged entry lists them: applied alone, a later ticket's plan would lift the source's
+        watermark over the plans of the tickets before it, and those would never count."""
+        kpis = self.kpis
+        assert kpis is not None
+        if kpis.already_applied(outbox.topic, outbox.partition, outbox.offset):
+            return
+        staged = kpis.staged(outbox.topic, outbox.partition)
+        if staged is not None and staged.record == outbox.offset // DUE_SLOTS:
+            for ticket_id in staged.ticket_ids:
+                _, stored = ticket_kpis(self.table.get(ticket_id))
+                if stored is not None and staged.holds(stored, DUE_SLOTS):
+                    kpis.apply(stored)
+        kpis.apply(outbox)
 
     def _load(self, ticket_id: str, value: Any) -> tuple[SlaState, str]:
         """The ticket's state (from its table value) and the reference of its trace: the one
@@ -292,12 +322,15 @@ class SlaProcessor:
         partition: int,
         kpi: tuple[TicketKpiView | None, KpiPlan] | None = None,
         trace: str = "",
+        *,
+        apply_plan: bool = True,
     ) -> None:
-        """Store the state (its facts are acknowledged), then apply its KPI plan."""
+        """Store the state (its facts are acknowledged), then apply its KPI plan (unless the
+        caller applies it with others: `_store_fired`)."""
         kpi_doc = ticket_kpi_document(*kpi) if kpi is not None else None
         value = to_table_value(state, partition, self.targets, kpi_doc, trace)
         self.table[state.ticket_id] = value
-        if kpi is not None and self.kpis is not None:
+        if apply_plan and kpi is not None and self.kpis is not None:
             self.kpis.apply(kpi[1])  # the plan rides with the state: see kpis.py
         self.index.schedule(state.ticket_id, partition, next_wakeup(state))
 
@@ -385,6 +418,10 @@ class SlaProcessor:
             return handled
         if len(due.ticket_ids) == 1:
             handled.ticket_id = due.ticket_ids[0]
+        async with self.ticket_locks.hold_all(due.ticket_ids):  # see ticket_locks
+            return await self._apply_due(due, position, handled)
+
+    async def _apply_due(self, due: Due, position: SourcePosition, handled: Handled) -> Handled:
         fired: list[Fired] = []
         for slot, ticket_id in enumerate(due.ticket_ids):
             self._in_flight.pop(ticket_id, None)
@@ -417,12 +454,28 @@ class SlaProcessor:
             log.warning("sla.due.publish_failed", tickets=len(fired), error=str(exc))
             handled.outcome, handled.reason = "ignored", str(exc)
             return handled
-        for updated, envelopes, kpi, trace in fired:
-            self._store(updated, position.partition, kpi, trace)
+        self._store_fired(fired, position)
+        for _, envelopes, _, _ in fired:
             handled.facts.extend(envelopes)
         count_alerts(handled.facts)
         handled.outcome = "applied"
         return handled
+
+    def _store_fired(self, fired: list[Fired], position: SourcePosition) -> None:
+        """Store the states of a due record's tickets, each with its own KPI plan as outbox,
+        then apply their plans as one: a record's tickets mostly share the same few partials,
+        which are then written once, not once per ticket. The staged entry, written first,
+        lists the tickets in plan order for `_apply_outbox`, should a crash come before the
+        merged plan is in (a stored state implies the entry: the table's writes survive as a
+        prefix, see kpis.py)."""
+        planned = [(state.ticket_id, kpi[1]) for state, _, kpi, _ in fired if kpi is not None]
+        kpis = self.kpis
+        if kpis is not None and planned:
+            kpis.stage(position.topic, position.partition, position.offset, [t for t, _ in planned])
+        for updated, _, kpi, reference in fired:
+            self._store(updated, position.partition, kpi, reference, apply_plan=False)
+        if kpis is not None and planned:
+            kpis.apply(merge_plans([p for _, p in planned]))
 
     def _due_state(
         self, ticket_id: str, partition: int

@@ -2,8 +2,9 @@
 
 The KPI entries live in the `sla-state` table beside the ticket states, under keys that cannot
 be ticket ids (`kpi|…` partials, `kpi-clock|…` source clocks, `kpi-gauge|…` backlog gauges,
-`kpi-change|…` counted change completions). One table, on purpose: every write made while
-processing source partition p goes to changelog partition p, and a Kafka partition keeps the
+`kpi-change|…` counted change completions, `kpi-staged|…` the tickets of a due record whose
+plans are applied together). One table, on purpose: every write made while processing source
+partition p goes to changelog partition p, and a Kafka partition keeps the
 producer's order, so what survives a crash is a prefix of the writes. The incident and due
 agents store the ticket's state (with the record's `KpiPlan` as its outbox) BEFORE applying the
 plan: a surviving plan write implies a surviving state, and a surviving state whose plan writes
@@ -12,6 +13,11 @@ redelivery or by any other record of the ticket). Each write is guarded by its e
 offset watermark, so applying a plan twice changes nothing. Two tables would have two changelogs
 with no order between them, and a state could survive while an earlier record's KPI writes did
 not (then the per-source watermarks would skip them for good).
+
+A due record's tickets are stored first, all of them, and their plans then applied merged, one
+write per entry: they mostly share the same few partials. A `kpi-staged|…` entry written
+before the states lists them, so after a crash in between their plans are applied in order
+whichever ticket is loaded first (`SlaProcessor._apply_outbox`).
 
 `KpiPublisher` is the timer's side: it reads (never writes) the table and publishes a snapshot
 of every partial changed since its last run, and the final snapshot of a partial once its window
@@ -75,6 +81,26 @@ def gauge_key(topic: str, partition: int, dims: Dims) -> str:
 
 def change_key(change_id: str) -> str:
     return f"kpi-change|{change_id}"
+
+
+def staged_key(topic: str, partition: int) -> str:
+    return f"kpi-staged|{quote(topic, safe='')}|{partition}"
+
+
+@dataclass(frozen=True)
+class StagedRecord:
+    """The tickets of a source's last multi-ticket record (a due record) whose states carry a
+    plan of it, in plan order. Written before those states: see `SlaProcessor._store_fired`."""
+
+    topic: str
+    partition: int
+    record: int  # the record's offset; its tickets' plans are at record * slots + slot
+    ticket_ids: tuple[str, ...]
+
+    def holds(self, outbox: KpiPlan, slots: int) -> bool:
+        """Whether `outbox` is one of this record's plans."""
+        source = (outbox.topic, outbox.partition) == (self.topic, self.partition)
+        return source and outbox.offset // slots == self.record
 
 
 # -- per-ticket part of a table value -----------------------------------------------------------
@@ -182,6 +208,15 @@ class KpiRecorder:
             topic, partition, offset, items, clock=self.clock(topic, partition),
             gauge=self._gauge(topic, partition), grace=self.grace, seen=seen,
         )  # fmt: skip
+
+    def stage(self, topic: str, partition: int, record: int, ticket_ids: Sequence[str]) -> None:
+        self.table[staged_key(topic, partition)] = {"record": record, "tickets": list(ticket_ids)}
+
+    def staged(self, topic: str, partition: int) -> StagedRecord | None:
+        value = self.table.get(staged_key(topic, partition))
+        if value is None:
+            return None
+        return StagedRecord(topic, partition, int(value["record"]), tuple(value["tickets"]))
 
     def already_applied(self, topic: str, partition: int, offset: int) -> bool:
         """The source clock is written last of a plan: past it, the whole record is in."""
