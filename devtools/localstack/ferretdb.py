@@ -151,6 +151,21 @@ def ferretdb_command(
     ]
 
 
+def remove_empty_databases(data_dir: Path) -> list[Path]:
+    """Remove the SQLite database files FerretDB cannot open and return them: empty ones with no
+    write-ahead log to recover from, left by a crash while a database was being created. They
+    hold nothing, yet FerretDB exits at start on each (`no such table: _ferretdb_collections`)."""
+    removed = []
+    for database in sorted(data_dir.glob("*.sqlite")):
+        companions = [database.with_name(database.name + suffix) for suffix in ("-wal", "-shm")]
+        if database.stat().st_size or (companions[0].exists() and companions[0].stat().st_size):
+            continue
+        for path in (database, *companions):
+            path.unlink(missing_ok=True)
+        removed.append(database)
+    return removed
+
+
 def _spawn_ferretdb(
     port: int,
     data_dir: Path,
@@ -164,6 +179,8 @@ def _spawn_ferretdb(
     """Create the data/state dirs and start FerretDB (no waiting); output goes to log_path."""
     if postgresql_url is None:
         data_dir.mkdir(parents=True, exist_ok=True)
+        for database in remove_empty_databases(data_dir):
+            _say(f"removed {database}: an empty SQLite database FerretDB could not open")
     state.mkdir(parents=True, exist_ok=True)
     cmd = ferretdb_command(
         port, data_dir, state, log_level=log_level, binary=binary, postgresql_url=postgresql_url

@@ -51,6 +51,36 @@ def test_private_ferretdb_start_ping_stop(tmp_path: Path) -> None:
     assert log_path.is_file()
 
 
+@pytest.mark.timeout(600)
+def test_ferretdb_starts_past_an_empty_database_a_crash_left_and_keeps_the_others(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    port, data = localstack.free_port(), tmp_path / "data"
+    proc = localstack.start_ferretdb(port, data, tmp_path / "first.log", timeout=30.0)
+    try:
+        with MongoClient("127.0.0.1", port, directConnection=True) as client:
+            client["kept"]["things"].insert_one({"_id": 1})
+    finally:
+        localstack.stop_process(proc)
+    # What a crash while a database was being created leaves (FerretDB then exits at start
+    # with "no such table: _ferretdb_collections"), and a write-ahead log whose database is
+    # gone (harmless, left alone).
+    (data / "bench_crashed.sqlite").touch()
+    (data / "bench_crashed.sqlite-shm").touch()
+    (data / "bench_gone.sqlite-wal").write_bytes(b"\0" * 4096)
+
+    proc = localstack.start_ferretdb(port, data, tmp_path / "second.log", timeout=30.0)
+    try:
+        with MongoClient("127.0.0.1", port, directConnection=True) as client:
+            assert client["kept"]["things"].find_one({"_id": 1}) == {"_id": 1}
+    finally:
+        localstack.stop_process(proc)
+    assert "removed " + str(data / "bench_crashed.sqlite") in capsys.readouterr().err
+    assert not (data / "bench_crashed.sqlite").exists()
+    assert not (data / "bench_crashed.sqlite-shm").exists()
+    assert (data / "bench_gone.sqlite-wal").exists()
+
+
 @pytest.mark.infra
 def test_status_reports_shared_stack_running() -> None:
     result = subprocess.run(
