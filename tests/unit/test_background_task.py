@@ -30,18 +30,24 @@ class WritesLikePymongo:
             await asyncio.wait_for(self.write, timeout=3600)
 
 
-async def test_stop_ends_a_task_whose_cancellation_was_lost() -> None:
+async def stop_as_a_write_completes(what: str) -> BackgroundTask:
+    """Start a relay-like task and stop it so that the first cancellation arrives in the loop
+    step in which its write completes, and is lost; stop() must end within 5 s all the same."""
     writes = WritesLikePymongo()
     worker = BackgroundTask("relay-like")
     worker.start(writes.run())
     await writes.writing.wait()
     assert writes.write is not None
-    # The write completes in the same loop step as stop()'s cancellation arrives.
     asyncio.get_running_loop().call_soon(writes.write.set_result, 1)
     stopping = asyncio.create_task(worker.stop())
     done, _ = await asyncio.wait({stopping}, timeout=5)
-    assert done, "stop() still waiting for a task that carries on"
+    assert done, f"stop() still waiting for {what}"
     await stopping
+    return worker
+
+
+async def test_stop_ends_a_task_whose_cancellation_was_lost() -> None:
+    worker = await stop_as_a_write_completes("a task that carries on")
     await worker.stop()  # stopped: a second stop is a no-op
 
 
@@ -60,17 +66,8 @@ async def test_stop_ends_the_task_when_a_slow_loop_keeps_its_cancellations_in_st
     # These loop step times made every re-cancellation after a fixed 0.1 s land in the step in
     # which the next 10 ms write completes, so all 100 were lost.
     neighbour = asyncio.create_task(busy_neighbour(blocks_for))
-    writes = WritesLikePymongo()
-    worker = BackgroundTask("relay-like")
     try:
-        worker.start(writes.run())
-        await writes.writing.wait()
-        assert writes.write is not None
-        asyncio.get_running_loop().call_soon(writes.write.set_result, 1)
-        stopping = asyncio.create_task(worker.stop())
-        done, _ = await asyncio.wait({stopping}, timeout=5)
-        assert done, "stop() still waiting for a task whose cancellations are lost in step"
-        await stopping
+        await stop_as_a_write_completes("a task whose cancellations are lost in step")
     finally:
         neighbour.cancel()
         await asyncio.wait({neighbour})

@@ -1,18 +1,18 @@
 """Streaming KPIs in the processor: the table entries, applying plans, publishing snapshots.
 
-The KPI entries live in the `sla-state` table beside the ticket states, under keys that cannot
-be ticket ids (`kpi|…` partials, `kpi-clock|…` source clocks, `kpi-gauge|…` backlog gauges,
-`kpi-change|…` counted change completions, `kpi-staged|…` the tickets of a due record whose
-plans are applied together). One table, on purpose: every write made while processing source
-partition p goes to changelog partition p, and a Kafka partition keeps the
-producer's order, so what survives a crash is a prefix of the writes. The incident and due
-agents store the ticket's state (with the record's `KpiPlan` as its outbox) BEFORE applying the
-plan: a surviving plan write implies a surviving state, and a surviving state whose plan writes
-were lost carries the plan, which is applied again the next time the ticket is loaded (by a
-redelivery or by any other record of the ticket). Each write is guarded by its entry's source
-offset watermark, so applying a plan twice changes nothing. Two tables would have two changelogs
-with no order between them, and a state could survive while an earlier record's KPI writes did
-not (then the per-source watermarks would skip them for good).
+The KPI entries live in the `sla-state` table beside the ticket states, under keys that cannot be
+ticket ids (`kpi|…` partials, `kpi-clock|…` source clocks, `kpi-gauge|…` backlog gauges,
+`kpi-change|…` counted change completions, `kpi-staged|…` the tickets of a due record whose plans
+are applied together). One table, on purpose: every write made while processing source partition p
+goes to changelog partition p, and a Kafka partition keeps the producer's order, so what survives a
+crash is a prefix of the writes. The incident and due agents store the ticket's state (with the
+record's `KpiPlan` as its outbox) BEFORE applying the plan: a surviving plan write implies a
+surviving state, and a surviving state whose plan writes were lost carries the plan, which is
+applied again the next time the ticket is loaded (by a redelivery or by any other record of the
+ticket). Each write is guarded by its entry's source offset watermark, so applying a plan twice
+changes nothing. Two tables would have two changelogs with no order between them, and a state could
+survive while an earlier record's KPI writes did not (then the per-source watermarks would skip them
+for good).
 
 A due record's tickets are stored first, all of them, and their plans then applied merged, one
 write per entry: they mostly share the same few partials. A `kpi-staged|…` entry written
