@@ -23,7 +23,13 @@ from services.sla.domain.kpi_partials import KpiFigures, KpiPartial
 from services.sla.processor.catalog import default_catalog
 from services.sla.processor.codec import Due, from_table_value
 from services.sla.processor.handling import SlaProcessor
-from services.sla.processor.kpis import PARTIAL_PREFIX, KpiRecorder, is_kpi_key, staged_key
+from services.sla.processor.kpis import (
+    PARTIAL_PREFIX,
+    KpiRecorder,
+    is_kpi_key,
+    staged_key,
+    ticket_kpis,
+)
 from services.sla.processor.wakeups import WakeupIndex
 from shared.bus.processing import SourcePosition
 from shared.contracts.codec import KafkaRecord
@@ -105,6 +111,18 @@ async def test_a_due_records_tickets_write_each_kpi_entry_once() -> None:
     states = [written.index(ticket) for ticket in TICKETS]
     partials = [i for i, key in enumerate(written) if key.startswith(PARTIAL_PREFIX)]
     assert staged < min(states) and max(states) < min(partials)
+
+
+async def test_a_loaded_tickets_outbox_is_decoded_only_when_it_is_not_applied() -> None:
+    table = WriteLog()
+    proc = await opened(table)
+    assert proc.kpis is not None
+    value = table["INC-1"]
+    view, outbox = ticket_kpis(value)
+    assert view is not None and outbox is not None and outbox.offset == 0
+    assert ticket_kpis(value, applied=proc.kpis.already_applied) == (view, None)
+    # not applied yet (the crash case): decoded, to be applied
+    assert ticket_kpis(value, applied=lambda *position: False) == (view, outbox)
 
 
 @dataclass(frozen=True)

@@ -255,7 +255,7 @@ class SlaProcessor:
         the state and applying the plan)."""
         if self.kpis is None:
             return None
-        view, outbox = ticket_kpis(value)
+        view, outbox = ticket_kpis(value, applied=self.kpis.already_applied)
         if outbox is not None:
             self._apply_outbox(outbox)
         if view is None and state.ticket is not None:

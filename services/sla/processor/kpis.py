@@ -106,13 +106,19 @@ class StagedRecord:
 # -- per-ticket part of a table value -----------------------------------------------------------
 
 
-def ticket_kpis(value: Any) -> tuple[TicketKpiView | None, KpiPlan | None]:
+def ticket_kpis(
+    value: Any, *, applied: Callable[[str, int, int], bool] | None = None
+) -> tuple[TicketKpiView | None, KpiPlan | None]:
     """The KPI view and the outbox plan stored beside a ticket's SLA state (absent in states
-    stored before the KPIs existed), from a table value of either format (codec.py)."""
+    stored before the KPIs existed), from a table value of either format (codec.py). With
+    `applied` (topic, partition, offset -> whether that plan is in), an outbox already applied,
+    the usual case, comes back as None without being decoded."""
     doc = kpi_document(value) or {}
     view = TicketKpiView.from_document(doc["view"]) if doc.get("view") else None
-    outbox = KpiPlan.from_document(_dense(doc["outbox"])) if doc.get("outbox") else None
-    return view, outbox
+    stored = doc.get("outbox")
+    if not stored or (applied and applied(stored["topic"], stored["partition"], stored["offset"])):
+        return view, None
+    return view, KpiPlan.from_document(_dense(stored))
 
 
 def ticket_kpi_document(view: TicketKpiView | None, outbox: KpiPlan | None) -> dict[str, Any]:
