@@ -7,7 +7,14 @@ from typing import Any
 
 from shared.contracts.codec import KafkaRecord, encode
 from shared.contracts.envelope import Envelope
-from shared.contracts.incidents import IncidentCreated, IncidentEvent, IncidentReplied, Priority
+from shared.contracts.incidents import (
+    IncidentAssigned,
+    IncidentCreated,
+    IncidentEvent,
+    IncidentReplied,
+    IncidentResolved,
+    Priority,
+)
 
 
 def envelope(event: IncidentEvent, sequence: int, at: datetime) -> Envelope:
@@ -39,4 +46,19 @@ def replied(ticket_id: str) -> IncidentReplied:
     return IncidentReplied(
         incident_id=ticket_id, actor="ann", status="in_progress", body="On it",
         by_staff=True, first_response=True,
+    )  # fmt: skip
+
+
+def assigned(ticket_id: str, group: str = "service-desk") -> IncidentAssigned:
+    return IncidentAssigned(
+        incident_id=ticket_id, actor="disp", status="assigned", group=group, tier="L1",
+        assignee="ann", previous_group=None, previous_assignee=None, reassignment_count=0,
+    )  # fmt: skip
+
+
+def resolved(ticket_id: str, at: datetime) -> IncidentResolved:
+    return IncidentResolved(
+        incident_id=ticket_id, actor="ann", status="resolved", resolution_code="fixed",
+        resolution_notes="Restarted the mail relay", resolved_at=at,
+        first_contact_resolution=True, group="service-desk", tier="L1",
     )  # fmt: skip

@@ -13,7 +13,7 @@ import pytest
 
 from services.sla.domain.kpi_partials import KpiPartial, KpiSummary, summarize
 from services.sla.processor import SlaComponents, SlaSettings, create_app
-from services.sla.processor.kpis import is_kpi_key
+from services.sla.processor.kpis import FLUSH, flush_record, is_kpi_key
 from shared.contracts.changes import ChangeCompleted
 from shared.contracts.codec import KafkaRecord, decode, encode
 from shared.contracts.envelope import Envelope
@@ -58,9 +58,18 @@ class Kpis:
         )
         return self.changes.results[self.changes.processed_offset - 1]
 
+    async def flush(self) -> None:
+        """What the KPI timer's flush requests do: the due agent writes the incident plans the
+        worker holds in memory (kpis.py) to the table."""
+        assert self.sla.kpis is not None
+        for topic, partition in self.sla.kpis.pending_sources():
+            await self.due.put(flush_record(topic), key=FLUSH.encode(), partition=partition)
+        assert self.sla.kpis.pending_sources() == []
+
     async def publish(self) -> list[Envelope]:
         before = len(self.sink.on(Topic.SLA_KPIS))
         assert self.sla.kpi_publisher is not None
+        await self.flush()
         await self.sla.kpi_publisher.publish()
         return [decode(s.record) for s in self.sink.on(Topic.SLA_KPIS)[before:]]
 
@@ -230,6 +239,7 @@ async def test_redelivered_records_and_a_change_published_twice_count_once(kpis:
 async def test_a_plan_lost_after_its_state_was_stored_is_applied_from_the_state(kpis: Kpis) -> None:
     rec = record(created("INC-3", T0, priority="P2"), 1, T0)
     await kpis.incident(rec, offset=0)
+    await kpis.flush()
     applied = kpis.kpi_entries()
     assert applied
     # The crash: the ticket's state reached the changelog, its KPI writes did not.
@@ -238,6 +248,7 @@ async def test_a_plan_lost_after_its_state_was_stored_is_applied_from_the_state(
     assert kpis.sla.table.get("INC-3") is not None and not kpis.kpi_entries()
 
     handled = await kpis.incident(rec, offset=0)  # redelivered
+    await kpis.flush()
 
     assert handled.outcome == "duplicate"  # for the SLA engine
     assert kpis.kpi_entries() == applied  # the state's outbox put the KPI writes back

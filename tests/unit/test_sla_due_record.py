@@ -36,28 +36,13 @@ from shared.contracts.codec import KafkaRecord
 from tests.faust.conftest import RecordingSink
 from tests.faust.events import created, record, replied
 from tests.support.polling import eventually
+from tests.support.tables import WriteLog
 
 T0 = datetime(2026, 3, 2, 9, 5, tzinfo=UTC)
 INCIDENTS, DUE = "itsm.incidents.events.v1", "sla-due"
 TICKETS = ("INC-1", "INC-2", "INC-3")
 DUE_AT = SourcePosition(DUE, 1, 7)
 BREACH_DUE = T0 + timedelta(minutes=16)  # past the P1 first response (15 min)
-
-
-class WriteLog(dict[str, Any]):
-    """A table that keeps its writes in order, as its changelog partition would."""
-
-    def __init__(self, *args: Any) -> None:
-        super().__init__(*args)
-        self.writes: list[tuple[str, Any]] = []
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        self.writes.append((key, value))
-        super().__setitem__(key, value)
-
-    def __delitem__(self, key: str) -> None:
-        self.writes.append((key, None))
-        super().__delitem__(key)
 
 
 def processor(table: dict[str, Any], sink: RecordingSink | None = None) -> SlaProcessor:
@@ -144,11 +129,7 @@ async def test_a_crash_inside_a_due_record_recovers_the_same_kpis(load_first: st
     before, writes, expected = await crash_points()
     for crash in (CrashAfter(n) for n in range(len(writes) + 1)):
         table = WriteLog(before)  # the restarted worker's table, read back from the changelog
-        for key, value in writes[: crash.writes]:
-            if value is None:
-                del table[key]
-            else:
-                table[key] = value
+        table.replay(writes[: crash.writes])
         proc = processor(table)
         stored = [key for key, _ in writes[: crash.writes] if key in TICKETS]
         if stored:  # another record of a stored ticket comes before the due record's redelivery

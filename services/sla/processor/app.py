@@ -32,7 +32,7 @@ from faust.exceptions import ConsumerNotStarted
 from services.sla.domain import PolicyCatalog
 from services.sla.processor.catalog import default_catalog
 from services.sla.processor.codec import StateFormatError, stored
-from services.sla.processor.fetching import applied, in_order
+from services.sla.processor.fetching import applied, hold_commits, in_order
 from services.sla.processor.handling import Clock, Handled, SlaProcessor
 from services.sla.processor.kpis import KpiPublisher, KpiRecorder, is_kpi_key
 from services.sla.processor.metrics import faust_consumer_lags
@@ -171,7 +171,9 @@ def create_app(
     ]
 
     topics = {t.get_topic_name(): t for t in (incidents, sla_topic, dead_letter, due, kpi_topic)}
-    kpis = KpiRecorder(table, grace=timedelta(seconds=settings.kpi_grace))
+    # The incident path's KPI plans are written in batches (kpis.py); 1 writes each at once.
+    deferred = {str(Topic.INCIDENTS): settings.kpi_batch} if settings.kpi_batch > 1 else {}
+    kpis = KpiRecorder(table, grace=timedelta(seconds=settings.kpi_grace), deferred=deferred)
     index = WakeupIndex()
     processor = SlaProcessor(
         table=table,
@@ -194,6 +196,9 @@ def create_app(
 
     @app.agent(incidents, name="sla-incidents")
     async def incident_events(stream: Any) -> AsyncIterator[Handled]:
+        # A record whose KPI plan is held in memory is read again after a crash: never commit
+        # past it (kpis.py).
+        hold_commits(app.consumer, "kpi-plans", lambda tp: kpis.first_unflushed(*tp))
         async for event in stream.events():
             message = event.message
             if not await in_order(app.consumer, message.tp, message.offset):
@@ -265,7 +270,9 @@ def create_app(
 
     # Mode signals call receivers as (sender, *args, signal=…); args[0] is the set of TPs.
     async def forget_revoked(sender: Any, *args: Any, **kwargs: Any) -> None:
-        index.forget(components.owned_partitions(args[0]))
+        revoked = components.owned_partitions(args[0])
+        index.forget(revoked)
+        kpis.drop_pending(revoked)
 
     async def keep_assigned(sender: Any, *args: Any, **kwargs: Any) -> None:
         index.retain(components.owned_partitions(args[0]))

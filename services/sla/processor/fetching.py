@@ -107,6 +107,9 @@ class SourceOrder:
     ledger: SeekLedger
     next_offsets: dict[Hashable, tuple[int, int | None]] = field(default_factory=dict)
     rewinds: dict[Hashable, tuple[int, float]] = field(default_factory=dict)
+    # More reasons not to commit past a record (name -> the offset to stay at, or None): e.g.
+    # records whose KPI plans are held in memory (kpis.py), which a restart must read again.
+    holds: dict[str, Callable[[Any], int | None]] = field(default_factory=dict)
 
     def next_offset(self, tp: Hashable) -> int | None:
         """The offset the agent applies next (None: whatever comes first)."""
@@ -144,7 +147,8 @@ class SourceOrder:
 
     def commit_cap(self, tp: Hashable, offset: int) -> int:
         expected = self.next_offset(tp)
-        return offset if expected is None else min(offset, expected)
+        caps = [hold(tp) for hold in self.holds.values()]
+        return min([offset, *(cap for cap in (expected, *caps) if cap is not None)])
 
 
 async def admit(order: SourceOrder, consumer: Any, tp: Any, offset: int) -> bool:
@@ -237,6 +241,13 @@ async def in_order(consumer: Any, tp: Any, offset: int) -> bool:
     """Whether an agent applies this record now; call `applied` after it did."""
     order = order_of(consumer)
     return True if order is None else await admit(order, consumer, tp, offset)
+
+
+def hold_commits(consumer: Any, name: str, hold: Callable[[Any], int | None]) -> None:
+    """Keep the consumer's commits at or below `hold(tp)` (where the worker guards fetches)."""
+    order = order_of(consumer)
+    if order is not None:
+        order.holds[name] = hold
 
 
 def applied(consumer: Any, tp: Any, offset: int) -> None:

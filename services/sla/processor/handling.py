@@ -64,6 +64,7 @@ from services.sla.processor.kpis import (
     KpiRecorder,
     change_key,
     parse_evict,
+    parse_flush,
     ticket_kpi_document,
     ticket_kpis,
 )
@@ -217,14 +218,19 @@ class SlaProcessor:
             handled.outcome = "ignored"  # another aggregate's event, or a type we do not know
             return
         async with self.ticket_locks.hold(ticket_id):  # see ticket_locks
+            if self.kpis is not None:  # its state is stored over any plan of it held in memory
+                self.kpis.settle(handled.position.partition, (ticket_id,))
             await self._apply_incident_event(envelope, ticket_id, handled)
+            position = handled.position
+            if self.kpis is not None and self.kpis.due_flush(position.topic, position.partition):
+                self.kpis.flush(position.topic, position.partition)
 
     async def _apply_incident_event(
         self, envelope: Envelope, ticket_id: str, handled: Handled
     ) -> None:
         value = self.table.get(ticket_id)
         state, trace = self._load(ticket_id, value)
-        view = self._kpi_view(value, state)
+        view = self._kpi_view(value, state, handled.position)
         sequence = envelope.sequence or None  # 0: not sequenced, always applied
         if sequence is not None and sequence <= state.applied_sequence:
             handled.outcome = "duplicate"
@@ -249,33 +255,53 @@ class SlaProcessor:
         )
         handled.outcome = "applied"
 
-    def _kpi_view(self, value: Any, state: SlaState) -> TicketKpiView | None:
+    def _kpi_view(
+        self, value: Any, state: SlaState, position: SourcePosition | None = None
+    ) -> TicketKpiView | None:
         """The ticket's KPI view, from its table value (as read for its state), after applying
         the KPI plan the stored state still carries (the crash may have come between storing
-        the state and applying the plan)."""
+        the state and applying the plan). `position`: the record being applied, if any."""
         if self.kpis is None:
             return None
         view, outbox = ticket_kpis(value, applied=self.kpis.already_applied)
+        return self._settled_view(view, outbox, state, position)
+
+    def _settled_view(
+        self,
+        view: TicketKpiView | None,
+        outbox: KpiPlan | None,
+        state: SlaState,
+        position: SourcePosition | None = None,
+    ) -> TicketKpiView | None:
         if outbox is not None:
-            self._apply_outbox(outbox)
+            self._apply_outbox(outbox, state.ticket_id, position)
         if view is None and state.ticket is not None:
             view = TicketKpiView.of_ticket(state.ticket)  # stored before the KPIs existed
         return view
 
-    def _apply_outbox(self, outbox: KpiPlan) -> None:
-        """Apply the KPI plan a stored state carries, unless it is in. A due record's plans are
-        applied together, after all its states are stored (`_store_fired`); a crash in between
-        leaves states whose plans are not in. They are applied in the record's ticket order, as
-        its staged entry lists them: applied alone, a later ticket's plan would lift the source's
-        watermark over the plans of the tickets before it, and those would never count."""
+    def _apply_outbox(
+        self, outbox: KpiPlan, ticket_id: str, position: SourcePosition | None = None
+    ) -> None:
+        """Apply the KPI plan a stored state carries, unless it is in. Out of order, a plan
+        would lift its source's watermark over plans before it, and those would never count:
+
+        - a deferred source's plans (kpis.py) wait for their own record's redelivery, which
+          comes in offset order (the commits stayed below them);
+        - a due record's plans are applied together, after all its states are stored
+          (`_store_fired`); a crash in between leaves states whose plans are not in. They are
+          applied in the record's ticket order, as its staged entry lists them."""
         kpis = self.kpis
         assert kpis is not None
         if kpis.already_applied(outbox.topic, outbox.partition, outbox.offset):
             return
+        if kpis.defers(outbox.topic):
+            if position == SourcePosition(outbox.topic, outbox.partition, outbox.offset):
+                kpis.apply(outbox, ticket_id=ticket_id)
+            return
         staged = kpis.staged(outbox.topic, outbox.partition)
         if staged is not None and staged.record == outbox.offset // DUE_SLOTS:
-            for ticket_id in staged.ticket_ids:
-                _, stored = ticket_kpis(self.table.get(ticket_id))
+            for staged_id in staged.ticket_ids:
+                _, stored = ticket_kpis(self.table.get(staged_id))
                 if stored is not None and staged.holds(stored, DUE_SLOTS):
                     kpis.apply(stored)
         kpis.apply(outbox)
@@ -331,7 +357,7 @@ class SlaProcessor:
         value = to_table_value(state, partition, self.targets, kpi_doc, trace)
         self.table[state.ticket_id] = value
         if apply_plan and kpi is not None and self.kpis is not None:
-            self.kpis.apply(kpi[1])  # the plan rides with the state: see kpis.py
+            self.kpis.apply(kpi[1], ticket_id=state.ticket_id)  # rides with the state: kpis.py
         self.index.schedule(state.ticket_id, partition, next_wakeup(state))
 
     # -- wake-ups -------------------------------------------------------------------------------
@@ -411,6 +437,9 @@ class SlaProcessor:
             evict = parse_evict(doc) if isinstance(doc, dict) else None
             if evict is not None:
                 return self._evict(evict, handled)
+            flush = parse_flush(doc) if isinstance(doc, dict) else None
+            if flush is not None:
+                return self._flush(flush, position, handled)
             due = Due.from_doc(doc)
         except (ValueError, TypeError, StateFormatError) as exc:
             log.warning("sla.due.unreadable", error=str(exc), offset=position.offset)
@@ -470,6 +499,8 @@ class SlaProcessor:
         prefix, see kpis.py)."""
         planned = [(state.ticket_id, kpi[1]) for state, _, kpi, _ in fired if kpi is not None]
         kpis = self.kpis
+        if kpis is not None:  # the states are stored over any incident plans held of them
+            kpis.settle(position.partition, [state.ticket_id for state, _, _, _ in fired])
         if kpis is not None and planned:
             kpis.stage(position.topic, position.partition, position.offset, [t for t, _ in planned])
         for updated, _, kpi, reference in fired:
@@ -492,7 +523,22 @@ class SlaProcessor:
             log.error("sla.state.unreadable", ticket_id=ticket_id, error=str(exc))
             self.index.schedule(ticket_id, partition, None)
             return None
-        return state, self._kpi_view(value, state), stored_trace(value)
+        if self.kpis is None:
+            return state, None, stored_trace(value)
+        view, outbox = ticket_kpis(value, applied=self.kpis.already_applied)
+        if outbox is not None and self.kpis.defers(outbox.topic):
+            # A crash left the plan of its last incident record out of the table; the record is
+            # read again (kpis.py) and applies it then. Storing a state now would overwrite it.
+            self.index.schedule(ticket_id, partition, self.clock() + self.tick_retry)
+            return None
+        return state, self._settled_view(view, outbox, state), stored_trace(value)
+
+    def _flush(self, topic: str, position: SourcePosition, handled: Handled) -> Handled:
+        """Write the KPI plans `topic`'s partition holds (the KPI timer asks, see kpis.py)."""
+        if self.kpis is not None:
+            plans = self.kpis.flush(topic, position.partition)
+            handled.outcome, handled.reason = "applied", f"flushed {plans} KPI plans"
+        return handled
 
     def _evict(self, keys: list[str], handled: Handled) -> Handled:
         """Delete final KPI partials whose final snapshot is published (the KPI timer asks)."""

@@ -58,6 +58,7 @@ log = structlog.get_logger(__name__)
 PARTIAL_PREFIX = "kpi|"
 SOURCE = "/itsm/sla"
 EVICT = "kpi-evict"  # the kind of a due-topic record that deletes final partials
+FLUSH = "kpi-flush"  # the kind of a due-topic record that flushes a deferred source's plans
 
 
 class Table(Protocol):
@@ -181,23 +182,73 @@ class PartialIndex:
             self.drop(key)
 
 
+@dataclass
+class PendingWrites:
+    """A deferred source partition's KPI entries as its plans since the last flush left them,
+    in memory: each entry is written to the table once per flush, not once per plan."""
+
+    first_offset: int  # the earliest plan not flushed: the source's commits stay below it
+    plans: int = 0
+    tickets: set[str] = field(default_factory=set)  # whose stored outbox holds one of the plans
+    partials: dict[str, KpiPartial] = field(default_factory=dict)
+    gauges: dict[str, dict[str, int]] = field(default_factory=dict)
+    clock: tuple[str, dict[str, Any]] | None = None  # written last by `flush`
+
+    def get(self, key: str) -> Any:
+        if key in self.partials:
+            return self.partials[key].to_document()
+        if key in self.gauges:
+            return self.gauges[key]
+        if self.clock is not None and self.clock[0] == key:
+            return self.clock[1]
+        return None
+
+
 class KpiRecorder:
-    """Plans and applies the KPI writes of one record, inside the agent processing it."""
+    """Plans and applies the KPI writes of one record, inside the agent processing it.
+
+    The plans of a `deferred` source (the incident topic in the worker) are applied in memory
+    and written by `flush`, once per entry for many records. Until then each such plan exists
+    only as the outbox of its ticket's stored state, so three rules keep "nothing lost":
+    a ticket's state is stored over a pending plan only after a flush (`settle`); the source's
+    commits stay below the first pending plan (`first_unflushed`), so after a crash every
+    pending record is read again; and a pending plan's outbox is applied only by its own
+    record's redelivery (`SlaProcessor._apply_outbox`), which comes in offset order.
+    """
 
     def __init__(
-        self, table: Table, *, grace: timedelta = DEFAULT_GRACE, index: PartialIndex | None = None
+        self,
+        table: Table,
+        *,
+        grace: timedelta = DEFAULT_GRACE,
+        index: PartialIndex | None = None,
+        deferred: Mapping[str, int] | None = None,
     ) -> None:
         self.table = table
         self.grace = grace
         self.index = index or PartialIndex()
+        self.deferred = dict(deferred or {})  # topic -> plans held before flushing
+        if any(batch < 1 for batch in self.deferred.values()):
+            raise ValueError("a deferred source needs a batch of at least 1 plan")
+        self._pending: dict[tuple[str, int], PendingWrites] = {}
+
+    def _read(self, topic: str, partition: int, key: str) -> Any:
+        pending = self._pending.get((topic, partition))
+        value = None if pending is None else pending.get(key)
+        return self.table.get(key) if value is None else value
 
     def clock(self, topic: str, partition: int) -> SourceClock:
+        value = self._read(topic, partition, clock_key(topic, partition))
+        return SourceClock() if value is None else SourceClock.from_document(value)
+
+    def flushed_clock(self, topic: str, partition: int) -> SourceClock:
+        """The clock as the table has it (what the published snapshots reflect)."""
         value = self.table.get(clock_key(topic, partition))
         return SourceClock() if value is None else SourceClock.from_document(value)
 
     def _gauge(self, topic: str, partition: int) -> Callable[[Dims], int]:
         def count(dims: Dims) -> int:
-            value = self.table.get(gauge_key(topic, partition, dims))
+            value = self._read(topic, partition, gauge_key(topic, partition, dims))
             return 0 if value is None else int(value["open"])
 
         return count
@@ -228,32 +279,94 @@ class KpiRecorder:
         """The source clock is written last of a plan: past it, the whole record is in."""
         return offset <= self.clock(topic, partition).watermark
 
-    def apply(self, kpi_plan: KpiPlan) -> int:
-        """Write the plan's entries not written yet (partials, gauges, then the clock); returns
-        how many partials changed."""
+    def apply(self, kpi_plan: KpiPlan, *, ticket_id: str | None = None) -> int:
+        """Write the plan's entries not written yet (partials, gauges, then the clock), or, for
+        a deferred source, hold them for `flush` (`ticket_id`: whose outbox holds the plan);
+        returns how many partials changed."""
         topic, partition, offset = kpi_plan.topic, kpi_plan.partition, kpi_plan.offset
         if self.already_applied(topic, partition, offset):
             return 0  # the clock is written last: all of it is in (the usual outbox case)
+        changed = self._hold(kpi_plan, ticket_id)
+        if topic not in self.deferred:
+            self.flush(topic, partition)
+        return changed
+
+    def _hold(self, kpi_plan: KpiPlan, ticket_id: str | None) -> int:
+        topic, partition, offset = kpi_plan.topic, kpi_plan.partition, kpi_plan.offset
+        pending = self._pending.setdefault((topic, partition), PendingWrites(offset))
         changed = 0
         for update in kpi_plan.partials:
             key = partial_key_of(kpi_plan, update)
-            value = self.table.get(key)
-            current = None if value is None else KpiPartial.from_document(value)
+            current = pending.partials.get(key)
+            if current is None:
+                value = self.table.get(key)
+                current = None if value is None else KpiPartial.from_document(value)
             updated = apply_update(current, update, topic, partition, offset)
             if updated is not None:
-                self.table[key] = updated.to_document()
-                self.index.touch(updated)
+                pending.partials[key] = updated
                 changed += 1
         for dims, count in kpi_plan.gauges:
             key = gauge_key(topic, partition, dims)
-            value = self.table.get(key)
+            value = self._read(topic, partition, key)
             if value is None or offset > int(value["watermark"]):
-                self.table[key] = {"open": count, "watermark": offset}
+                pending.gauges[key] = {"open": count, "watermark": offset}
         key = clock_key(topic, partition)
-        clock = self.clock(topic, partition)
-        if offset > clock.watermark:
-            self.table[key] = SourceClock(kpi_plan.clock, offset).to_document()
+        pending.clock = (key, SourceClock(kpi_plan.clock, offset).to_document())
+        pending.plans += 1
+        if ticket_id is not None:
+            pending.tickets.add(ticket_id)
         return changed
+
+    def defers(self, topic: str) -> bool:
+        return topic in self.deferred
+
+    def first_unflushed(self, topic: str, partition: int) -> int | None:
+        """The offset of the source's earliest plan not in the table yet (None: all are)."""
+        pending = self._pending.get((topic, partition))
+        return None if pending is None else pending.first_offset
+
+    def pending_sources(self) -> list[tuple[str, int]]:
+        return list(self._pending)
+
+    def flush(self, topic: str, partition: int) -> int:
+        """Write a deferred source's held entries to the table, inside an agent processing that
+        partition (the table's writes go to its changelog partition); the clock last, so a
+        crash in between leaves the plans to be applied again. Returns how many plans it held."""
+        pending = self._pending.get((topic, partition))
+        if pending is None:
+            return 0
+        for key, partial in pending.partials.items():
+            self.table[key] = partial.to_document()
+            self.index.touch(partial)
+        for key, gauge in pending.gauges.items():
+            self.table[key] = gauge
+        if pending.clock is not None:
+            self.table[pending.clock[0]] = pending.clock[1]
+        del self._pending[(topic, partition)]  # held (commits too) until all of it is written
+        return pending.plans
+
+    def due_flush(self, topic: str, partition: int) -> bool:
+        """Whether the source holds as many plans as its batch."""
+        pending = self._pending.get((topic, partition))
+        return pending is not None and pending.plans >= self.deferred.get(topic, 1)
+
+    def settle(self, partition: int, ticket_ids: Iterable[str]) -> int:
+        """Flush every deferred source of `partition` that holds a plan of one of `ticket_ids`:
+        their states are about to be stored over the outboxes holding those plans."""
+        tickets = set(ticket_ids)
+        flushed = 0
+        for topic, held in self.pending_sources():
+            pending = self._pending[(topic, held)]
+            if held == partition and not pending.tickets.isdisjoint(tickets):
+                flushed += self.flush(topic, held)
+        return flushed
+
+    def drop_pending(self, partitions: Iterable[int]) -> None:
+        """Forget what revoked partitions held: their records are read again (the commits stayed
+        below them) by whichever worker owns them next, and their outboxes applied then."""
+        gone = set(partitions)
+        for source in [s for s in self._pending if s[1] in gone]:
+            del self._pending[source]
 
     def evict(self, keys: Iterable[str], table_delete: Callable[[str], None]) -> int:
         """Delete final partials (inside the due agent): returns how many were there."""
@@ -308,6 +421,10 @@ def evict_record(keys: Sequence[str]) -> bytes:
     return json.dumps({"kind": EVICT, "keys": list(keys)}).encode()
 
 
+def flush_record(topic: str) -> bytes:
+    return json.dumps({"kind": FLUSH, "topic": topic}).encode()
+
+
 class KpiPublisher:
     """The timer's work: snapshots of changed and newly final partials, eviction requests."""
 
@@ -329,16 +446,25 @@ class KpiPublisher:
         self.clock = clock
 
     async def publish(self) -> int:
-        """Publish what changed; returns how many snapshots were sent."""
+        """Publish what changed; returns how many snapshots were sent. First, ask the due agent
+        to flush the plans deferred sources hold (a quiet partition reaches no batch), so they
+        are in the table, and published, by the next run."""
         recorder, index = self.recorder, self.recorder.index
+        held = recorder.pending_sources()
+        if held:
+            flushes = [
+                (KafkaRecord(key=FLUSH.encode(), value=flush_record(topic), headers=()), partition)
+                for topic, partition in held
+            ]
+            await self.sink.send_many(self.due_topic, flushes)
         grace, now = recorder.grace, self.clock()
         clocks: dict[tuple[str, int], datetime | None] = {}
         batch: list[tuple[str, KpiPartial]] = []
         evict: dict[int, list[str]] = {}
         for key, shape in list(index.live.items()):
             source = (shape.source_topic, shape.source_partition)
-            if source not in clocks:
-                clocks[source] = recorder.clock(*source).event_time
+            if source not in clocks:  # what the table holds: the snapshots come from it
+                clocks[source] = recorder.flushed_clock(*source).event_time
             source_clock = clocks[source]
             final = is_final(shape.granularity, shape.window_start, source_clock, grace)
             if key in index.dirty or (final and key not in index.final_sent):
@@ -358,9 +484,16 @@ class KpiPublisher:
                 evict.setdefault(shape.source_partition, []).append(key)
         if batch:
             records = [(snapshot_record(p, now), None) for _, p in batch]
-            await self.sink.send_many(self.kpi_topic, records)
+            # Unmarked before the send: a partial written while it is in flight is marked again
+            # and goes out on the next run (unmarking after the send lost that write's snapshot).
+            sent = [key for key, _ in batch]
+            index.dirty.difference_update(sent)
+            try:
+                await self.sink.send_many(self.kpi_topic, records)
+            except BaseException:
+                index.dirty.update(sent)  # not sent: they go out on the next run
+                raise
             for key, partial in batch:
-                index.dirty.discard(key)
                 if partial.final:
                     index.final_sent.add(key)
         if evict:
@@ -378,6 +511,16 @@ class KpiPublisher:
 
 def _with_final(partial: KpiPartial, final: bool) -> KpiPartial:
     return replace(partial, final=final)
+
+
+def parse_flush(doc: Mapping[str, Any]) -> str | None:
+    """The source topic a flush request names, or None when the due record is not one."""
+    if doc.get("kind") != FLUSH:
+        return None
+    topic = doc.get("topic")
+    if not isinstance(topic, str) or not topic:
+        raise ValueError(f"a KPI flush request without a topic: {doc!r}")
+    return topic
 
 
 def parse_evict(doc: Mapping[str, Any]) -> list[str] | None:

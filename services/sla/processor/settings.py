@@ -77,6 +77,9 @@ class SlaSettings(ServiceSettings):
     # stays in the table after its final snapshot.
     kpi_grace: float = Field(600.0, ge=0)
     kpi_publish_interval: float = Field(1.0, gt=0, le=60)
+    # Incident events whose KPI plans are applied in memory before their entries are written
+    # (once per entry per batch, not per event); a quiet partition is flushed by the KPI timer.
+    kpi_batch: int = Field(500, ge=1, le=100_000)
     kpi_retention: float = Field(86400.0, ge=0)
 
     def broker_urls(self) -> list[str]:
