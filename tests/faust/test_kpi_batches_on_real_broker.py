@@ -1,0 +1,158 @@
+"""On the real local Kafka broker: KPI plans the worker held in memory (kpis.py) are not lost
+when it is killed with SIGKILL.
+
+A worker that never flushes on its own (a batch larger than the run, no KPI timer run within it)
+applies five incidents' lives, interleaved kind by kind, so each partition's last plans (the
+ratings) are held when it dies. A change completion (not held) is the marker: once the group's
+commit has passed it, a commit round came after every incident record was processed. Then the
+group's commits on the incident partitions must still be below the run's last records, and a
+restarted worker, reading them again, publishes snapshots with every rating counted.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from services.sla.domain.kpi_partials import KpiPartial, summarize
+from shared.contracts.codec import decode
+from shared.contracts.topics import Topic
+from shared.ids import uuid7
+from tests.faust.events import created, record
+from tests.faust.test_breach_on_real_broker import (
+    Incidents,
+    facts_of,
+    wait_until_ready,
+    worker,
+)
+from tests.faust.test_kpis import change_completed, lifecycle
+from tests.support.kafka import ensure_platform_topics, tail
+from tests.support.polling import eventually
+from tests.support.sla_workers import delete_topics_of, partition_count
+
+pytestmark = [pytest.mark.infra, pytest.mark.timeout(150)]
+M = timedelta(minutes=1)
+TICKETS = 5
+
+
+@pytest.fixture
+def bootstrap() -> str:
+    return os.environ.get("ITSM_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
+
+
+async def committed(bootstrap: str, group: str) -> dict[TopicPartition, int]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(group)
+    finally:
+        await admin.close()
+    return {tp: meta.offset for tp, meta in offsets.items() if meta.offset >= 0}
+
+
+async def test_held_kpi_plans_survive_a_kill_9(bootstrap: str, tmp_path: Path) -> None:
+    await ensure_platform_topics(bootstrap)
+    run = uuid7().replace("-", "")[-12:]
+    app_id, service = f"itsm-sla-kpi-kill-{run}", f"svc-{run}"
+    env = {
+        **os.environ,
+        "ITSM_KAFKA_BOOTSTRAP": bootstrap,
+        "ITSM_SLA_APP_ID": app_id,
+        "ITSM_SLA_AUTO_OFFSET_RESET": "latest",
+        "ITSM_SLA_TOPIC_PARTITIONS": str(await partition_count(bootstrap, Topic.INCIDENTS)),
+        "ITSM_SLA_KPI_GRACE": "7200",  # others' events move the clocks to now (see the KPI test)
+        "ITSM_SLA_SESSION_TIMEOUT": "6",  # the killed member leaves the group soon
+        "ITSM_SLA_DATA_DIR": str(tmp_path / "data"),
+        "ITSM_LOG_JSON": "false",
+    }
+    holding = {**env, "ITSM_SLA_KPI_BATCH": "100000", "ITSM_SLA_KPI_PUBLISH_INTERVAL": "60"}
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    now = datetime.now(UTC)
+    lives = [
+        lifecycle(f"KILL-{run}-{n}", start=now - 40 * M, service=service) for n in range(TICKETS)
+    ]
+    last_offsets: dict[int, int] = {}
+
+    def mine(records: list[Any]) -> list[KpiPartial]:
+        latest: dict[str, Any] = {}
+        for r in records:
+            event = decode(r)
+            if event.data["service"] == service and (
+                event.subject not in latest or latest[event.subject].sequence <= event.sequence
+            ):
+                latest[event.subject] = event
+        return [KpiPartial.from_document(e.data) for e in latest.values()]
+
+    def all_rated(records: list[Any]) -> bool:
+        summary = summarize(p for p in mine(records) if p.granularity == "hour")
+        return summary.csat_count == TICKETS and summary.changes_completed == 1
+
+    try:
+        async with tail(bootstrap, Topic.SLA) as sla, tail(bootstrap, Topic.SLA_KPIS) as kpis:
+            async with worker(holding, tmp_path / "a.log") as first:
+                await wait_until_ready(sla, Incidents(producer), first, run, tmp_path / "a.log")
+                for kind in range(len(lives[0])):  # created for all, then assigned, ...
+                    for life in lives:
+                        rec = life[kind]
+                        meta = await producer.send_and_wait(
+                            Topic.INCIDENTS, rec.value, key=rec.key, headers=list(rec.headers)
+                        )
+                        last_offsets[meta.partition] = meta.offset
+                # A probe ticket behind the run's records in each of their partitions: its
+                # facts mean every record before it there was processed.
+                for partition in last_offsets:
+                    probe = record(created(f"after-{run}-{partition}", now, priority="P3"), 1, now)
+                    await producer.send_and_wait(
+                        Topic.INCIDENTS, probe.value, key=probe.key, headers=list(probe.headers),
+                        partition=partition,
+                    )  # fmt: skip
+                await sla.collect(
+                    lambda _: (
+                        {k.decode() for k in (r.key for r in facts_of(sla, f"after-{run}"))}
+                        == {f"after-{run}-{p}" for p in last_offsets}
+                    ),
+                    timeout=30.0,
+                    what="the probes behind the ratings",
+                )
+                change = change_completed(f"CHG-{run}", "successful", now, service=service)
+                marker = await producer.send_and_wait(
+                    Topic.CHANGES, change.value, key=change.key, headers=list(change.headers)
+                )
+                marker_tp = TopicPartition(str(Topic.CHANGES), marker.partition)
+
+                async def offsets() -> dict[TopicPartition, int]:
+                    return await committed(bootstrap, app_id)
+
+                commits = await eventually(
+                    offsets,
+                    until=lambda c: c.get(marker_tp, -1) > marker.offset,
+                    timeout=30.0,
+                    interval=0.2,
+                    what="a commit past the change completion",
+                )
+                first.send_signal(signal.SIGKILL)
+                await first.wait()
+            held = {
+                p: commits.get(TopicPartition(str(Topic.INCIDENTS), p), 0) for p in last_offsets
+            }
+            assert all(held[p] <= last for p, last in last_offsets.items()), (held, last_offsets)
+            # The ratings were applied (the worker answered every resolution before them) but
+            # their KPI plans only held: the restarted worker reads them again.
+            async with worker(env, tmp_path / "b.log"):
+                await kpis.collect(all_rated, timeout=60.0, what="every rating in the KPIs")
+    finally:
+        await producer.stop()
+        await delete_topics_of(bootstrap, app_id)
+
+    summary = summarize(p for p in mine(kpis.records) if p.granularity == "hour")
+    assert (summary.opened, summary.resolved, summary.backlog) == (TICKETS, TICKETS, 0)
+    assert (summary.csat_count, summary.csat_average) == (TICKETS, 5.0)
+    assert summary.changes_completed == 1
