@@ -13,16 +13,20 @@ stream skipped and Faust acknowledged unprocessed)."""
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
 from typing import NamedTuple
 
 import pytest
+from faust.transport.consumer import Consumer as FaustConsumer
+from intervaltree import IntervalTree
 
 from services.sla.processor.fetching import (
     BEGINNING,
     SeekLedger,
     SourceOrder,
     admit,
+    capped_offsets,
     committed_positions,
     guarded_batch,
 )
@@ -262,3 +266,44 @@ async def test_a_seek_restarts_the_expectation_where_it_went() -> None:
     assert await deliver(order, broker, [6, 7, 8]) == [6, 7, 8]  # applied again: idempotent
     ledger.record({A: BEGINNING})
     assert await deliver(order, broker, [0, 1]) == [0, 1]
+
+
+class CommitBooks:
+    """Faust's commit bookkeeping of one consumer (its own methods), without a broker."""
+
+    _new_offset = FaustConsumer._new_offset
+    _should_commit = FaustConsumer._should_commit
+    _filter_committable_offsets = FaustConsumer._filter_committable_offsets
+
+    def __init__(self) -> None:
+        self._acked: dict[TP, list[int]] = defaultdict(list)
+        self._acked_index: dict[TP, set[int]] = defaultdict(set)
+        self._gap: dict[TP, IntervalTree] = defaultdict(IntervalTree)
+        self._committed_offset: dict[TP, int | None] = defaultdict(lambda: None)
+
+    def ack(self, tp: TP, offsets: range) -> None:
+        for offset in offsets:
+            self._acked[tp].append(offset)
+            self._acked_index[tp].add(offset)
+
+    def commit(self, order: SourceOrder) -> dict[TP, int]:
+        """One commit round as the guarded consumer makes it; returns what it commits."""
+        offsets = capped_offsets(self, order, self._filter_committable_offsets([A]))
+        done = {tp: o for tp, o in offsets.items() if self._should_commit(tp, o)}
+        self._committed_offset.update(done)
+        return done
+
+
+async def test_a_held_commit_is_made_in_full_once_the_hold_lifts() -> None:
+    books, order = CommitBooks(), SourceOrder(SeekLedger())
+    held: list[int | None] = [15]  # records from 15 on must be read again after a crash
+    order.holds["kpi-plans"] = lambda tp: held[0]
+    books._committed_offset[A] = 10
+    books.ack(A, range(10, 20))
+
+    assert books.commit(order) == {A: 15}
+    assert books.commit(order) == {}  # still held
+    held[0] = None
+    books.ack(A, range(20, 22))
+
+    assert books.commit(order) == {A: 22}  # 15..21, not stuck at 15 behind a gap

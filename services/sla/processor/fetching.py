@@ -24,6 +24,7 @@ A record handed over just before a seek may be processed twice; the handlers are
 
 from __future__ import annotations
 
+import bisect
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Mapping, MutableMapping
 from dataclasses import dataclass, field
@@ -256,6 +257,26 @@ def applied(consumer: Any, tp: Any, offset: int) -> None:
         order.applied(tp, offset)
 
 
+def capped_offsets(consumer: Any, order: SourceOrder, offsets: Mapping[Any, int]) -> dict[Any, int]:
+    """The commit offsets Faust computed, each capped by the source order.
+
+    Faust's `_new_offset` removes the acknowledged offsets it turns into a commit offset. Where
+    the commit is capped below it, they go back into Faust's list: forgotten, the commit would
+    stay at the cap for good, since Faust sees a gap at the head of the list (no acknowledgement
+    right after the committed offset) and never commits that partition again, so a restart would
+    read everything after the cap again. Kept, they are committed once the cap lifts."""
+    capped: dict[Any, int] = {}
+    for tp, offset in offsets.items():
+        cap = order.commit_cap(tp, offset)
+        acked, index = consumer._acked[tp], consumer._acked_index[tp]
+        for kept in range(cap, offset):
+            if kept not in index:
+                bisect.insort(acked, kept)
+                index.add(kept)
+        capped[tp] = cap
+    return capped
+
+
 def guard_fetches() -> None:
     """Install the seek ledger and the batch guard on Faust's aiokafka consumer (once)."""
     consumer_class: Any = faust_aiokafka.Consumer
@@ -306,9 +327,7 @@ def guard_fetches() -> None:
     def capped_committable(self: Any, tps: Any) -> dict[Any, int]:
         order = order_of(self)
         assert order is not None  # the class is guarded: this very function is the guard
-        offsets = {
-            tp: order.commit_cap(tp, offset) for tp, offset in committable(self, tps).items()
-        }
+        offsets = capped_offsets(self, order, committable(self, tps))
         return {tp: offset for tp, offset in offsets.items() if self._should_commit(tp, offset)}
 
     consumer_class._filter_committable_offsets = capped_committable
