@@ -20,7 +20,6 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from services.sla.domain.kpi_partials import KpiPartial, summarize
-from shared.contracts.codec import decode
 from shared.contracts.topics import Topic
 from shared.ids import uuid7
 from tests.faust.test_breach_on_real_broker import (
@@ -32,6 +31,7 @@ from tests.faust.test_breach_on_real_broker import (
 )
 from tests.faust.test_kpis import change_completed, lifecycle
 from tests.support.kafka import ensure_platform_topics, tail
+from tests.support.sla_workers import latest_partials
 
 pytestmark = [pytest.mark.infra, pytest.mark.timeout(90)]
 M = timedelta(minutes=1)
@@ -67,14 +67,7 @@ async def test_an_incident_lifecycle_and_a_change_reach_the_kpi_topic(
     now = datetime.now(UTC)
 
     def mine(records: list[Any]) -> list[KpiPartial]:
-        latest: dict[str, Any] = {}
-        for r in records:
-            event = decode(r)
-            if event.data["service"] == service and (
-                event.subject not in latest or latest[event.subject].sequence <= event.sequence
-            ):
-                latest[event.subject] = event
-        return [KpiPartial.from_document(e.data) for e in latest.values()]
+        return latest_partials(records, service)
 
     def complete(records: list[Any]) -> bool:
         hourly = [p for p in mine(records) if p.granularity == "hour"]

@@ -25,9 +25,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from services.sla.domain.kpi_partials import KpiPartial
 from shared.contracts.codec import KafkaRecord, decode
 from shared.contracts.envelope import Envelope
 from shared.contracts.incidents import IncidentResolved
@@ -201,15 +202,33 @@ async def delete_topics_of(bootstrap: str, app_id: str) -> None:
         await admin.close()
 
 
-async def committed_partitions(bootstrap: str, group: str, topic: str) -> set[int]:
-    """The partitions of `topic` for which `group` has committed an offset."""
+async def committed_offsets(bootstrap: str, group: str) -> dict[TopicPartition, int]:
+    """The offsets `group` has committed, by partition."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
         offsets = await admin.list_consumer_group_offsets(group)
     finally:
         await admin.close()
-    return {tp.partition for tp, meta in offsets.items() if tp.topic == topic and meta.offset >= 0}
+    return {tp: meta.offset for tp, meta in offsets.items() if meta.offset >= 0}
+
+
+async def committed_partitions(bootstrap: str, group: str, topic: str) -> set[int]:
+    """The partitions of `topic` for which `group` has committed an offset."""
+    return {tp.partition for tp in await committed_offsets(bootstrap, group) if tp.topic == topic}
+
+
+def latest_partials(records: list[Any], service: str) -> list[KpiPartial]:
+    """The KPI snapshots of `service`'s partials among `records`, the latest of each (what a
+    consumer of the compacted topic keeps)."""
+    latest: dict[str, Envelope] = {}
+    for r in records:
+        event = decode(r)
+        if event.data["service"] == service and (
+            event.subject not in latest or latest[event.subject].sequence <= event.sequence
+        ):
+            latest[event.subject] = event
+    return [KpiPartial.from_document(e.data) for e in latest.values()]
 
 
 class IncidentFeed:
