@@ -22,7 +22,6 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 
 from services.sla.domain.kpi_partials import KpiPartial, summarize
 from shared.contracts.topics import Topic
-from shared.ids import uuid7
 from tests.faust.events import created, record
 from tests.faust.test_breach_on_real_broker import (
     Incidents,
@@ -38,6 +37,8 @@ from tests.support.sla_workers import (
     delete_topics_of,
     latest_partials,
     partition_count,
+    run_id,
+    worker_env,
 )
 
 pytestmark = [pytest.mark.infra, pytest.mark.timeout(150)]
@@ -52,18 +53,12 @@ def bootstrap() -> str:
 
 async def test_held_kpi_plans_survive_a_kill_9(bootstrap: str, tmp_path: Path) -> None:
     await ensure_platform_topics(bootstrap)
-    run = uuid7().replace("-", "")[-12:]
+    run = run_id()
     app_id, service = f"itsm-sla-kpi-kill-{run}", f"svc-{run}"
+    partitions = await partition_count(bootstrap, Topic.INCIDENTS)
     env = {
-        **os.environ,
-        "ITSM_KAFKA_BOOTSTRAP": bootstrap,
-        "ITSM_SLA_APP_ID": app_id,
-        "ITSM_SLA_AUTO_OFFSET_RESET": "latest",
-        "ITSM_SLA_TOPIC_PARTITIONS": str(await partition_count(bootstrap, Topic.INCIDENTS)),
+        **worker_env(bootstrap, app_id, partitions=partitions, targets={}, data_dir=tmp_path / "d"),
         "ITSM_SLA_KPI_GRACE": "7200",  # others' events move the clocks to now (see the KPI test)
-        "ITSM_SLA_SESSION_TIMEOUT": "6",  # the killed member leaves the group soon
-        "ITSM_SLA_DATA_DIR": str(tmp_path / "data"),
-        "ITSM_LOG_JSON": "false",
     }
     holding = {**env, "ITSM_SLA_KPI_BATCH": "100000", "ITSM_SLA_KPI_PUBLISH_INTERVAL": "60"}
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
