@@ -9,7 +9,9 @@ fetcher drop the records the broker delivers again.
 The source order: each agent applies a partition's records in offset order from where the fetch
 started, a hole rewinds the partition (once), nothing ahead of the hole is applied meanwhile, and
 the commit never passes the next record to apply (the fault run's second failure: records the
-stream skipped and Faust acknowledged unprocessed)."""
+stream skipped and Faust acknowledged unprocessed). A seek to the committed offsets enters the
+ledger where it takes effect for the agents, so records handed over while the consumer thread
+was seeking do not leave the commit behind them (the kill -9 KPI test's stuck commit)."""
 
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ from services.sla.processor.fetching import (
     capped_offsets,
     committed_positions,
     guarded_batch,
+    seek_to_committed_exactly,
 )
 
 
@@ -307,3 +310,40 @@ async def test_a_held_commit_is_made_in_full_once_the_hold_lifts() -> None:
     books.ack(A, range(20, 22))
 
     assert books.commit(order) == {A: 22}  # 15..21, not stuck at 15 behind a gap
+
+
+@pytest.mark.parametrize("exact", [False, True], ids=["ledger-after-the-call", "sought-again"])
+async def test_records_handed_over_during_the_seek_to_committed_do_not_hold_the_commit(
+    exact: bool,
+) -> None:
+    """The restart in the kill -9 KPI test: committed offset 137. The consumer thread seeks A
+    there early in its seek to the committed offsets; the fetch then hands over 137..140, which
+    the agent applies, before the call returns. The partition is quiet afterwards."""
+    ledger = SeekLedger()
+    order, broker = SourceOrder(ledger), Broker(ledger)
+    end, position = 141, {A: 0}
+
+    async def fetch_the_rest() -> list[int]:
+        offsets = list(range(position[A], end))
+        position[A] = end
+        return await deliver(order, broker, offsets)
+
+    async def thread_seek_to_committed() -> dict[TP, int | None]:
+        position[A] = 137
+        assert await fetch_the_rest() == [137, 138, 139, 140]
+        return {A: 137}
+
+    async def seek(tp: TP, offset: int) -> None:
+        position[tp] = offset
+
+    if exact:
+        await seek_to_committed_exactly(thread_seek_to_committed, seek, ledger, set())
+    else:  # the ledger written after the call, as before
+        ledger.record(committed_positions(await thread_seek_to_committed(), set()))
+
+    if exact:
+        assert await fetch_the_rest() == [137, 138, 139, 140]  # again: idempotent
+        assert order.commit_cap(A, end) == end
+    else:
+        assert await fetch_the_rest() == []  # not delivered again ...
+        assert order.commit_cap(A, end) == 137  # ... and the commit stays below them

@@ -6,7 +6,8 @@ applies five incidents' lives, interleaved kind by kind, so each partition's las
 ratings) are held when it dies. A change completion (not held) is the marker: once the group's
 commit has passed it, a commit round came after every incident record was processed. Then the
 group's commits on the incident partitions must still be below the run's last records, and a
-restarted worker, reading them again, publishes snapshots with every rating counted.
+restarted worker, reading them again, publishes snapshots with every rating counted, and then
+commits past them.
 """
 
 from __future__ import annotations
@@ -129,6 +130,19 @@ async def test_held_kpi_plans_survive_a_kill_9(bootstrap: str, tmp_path: Path) -
             # their KPI plans only held: the restarted worker reads them again.
             async with worker(env, tmp_path / "b.log"):
                 await kpis.collect(all_rated, timeout=60.0, what="every rating in the KPIs")
+                # Flushed, the restarted worker commits past them: the run's partitions are
+                # quiet now, so a commit stuck below a record applied during the seek to the
+                # committed offsets (fetching.seek_to_committed_exactly) would stay there.
+                await eventually(
+                    offsets,
+                    until=lambda c: all(
+                        c.get(TopicPartition(str(Topic.INCIDENTS), p), 0) > last
+                        for p, last in last_offsets.items()
+                    ),
+                    timeout=30.0,
+                    interval=0.2,
+                    what="commits past the run's records",
+                )
     finally:
         await producer.stop()
         await delete_topics_of(bootstrap, app_id)
