@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any, Literal, get_args
 from urllib.parse import quote, unquote
 
@@ -182,6 +183,7 @@ class KpiPartial:
         )
 
 
+@lru_cache(maxsize=4096)  # built for every plan item, from a handful of distinct arguments
 def partial_key(
     topic: str, partition: int, granularity: Granularity, start: datetime, dims: Dims
 ) -> str:

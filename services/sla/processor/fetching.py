@@ -203,9 +203,9 @@ async def seek_to_committed_exactly(
     """Seek to the committed offsets, and write into the ledger when each seek took effect.
 
     The consumer thread seeks partition by partition, between awaits for each committed offset
-    (1.5 s for 30 partitions in one restart), while the fetch goes on: a partition sought early
-    has its records fetched again and handed over before the call returns. Written into the
-    ledger only then, the seek would put the expectation back below records that are not
+    (the call took 1.5 s for 30 partitions in one restart), while the fetch goes on: a partition
+    sought early has its records fetched again and handed over before the call returns. In the
+    ledger only from then on, the seek would put the expectation back below records that are not
     delivered again, and the commit would stay there until a newer record showed the hole (one
     in two runs of the kill -9 KPI test on a quiet partition). So each partition the call
     positioned is sought once more from here, where the seek and the ledger are one step; what

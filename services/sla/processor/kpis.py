@@ -31,6 +31,7 @@ import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any, Protocol
 from urllib.parse import quote
 
@@ -71,10 +72,12 @@ def is_kpi_key(key: object) -> bool:
     return isinstance(key, str) and key.startswith(("kpi|", "kpi-"))
 
 
+@lru_cache(maxsize=1024)  # the keys are built per event, from few distinct arguments
 def clock_key(topic: str, partition: int) -> str:
     return f"kpi-clock|{quote(topic, safe='')}|{partition}"
 
 
+@lru_cache(maxsize=4096)
 def gauge_key(topic: str, partition: int, dims: Dims) -> str:
     parts = [topic, str(partition), dims.team, dims.priority, dims.service]
     return "kpi-gauge|" + "|".join(quote(part, safe="") for part in parts)
