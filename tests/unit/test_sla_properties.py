@@ -34,6 +34,7 @@ from services.sla.domain import (
     working_intervals,
 )
 from services.sla.domain.model import OPEN
+from services.sla.processor.publishing import fact_envelopes
 from shared.contracts.incidents import PendingReason, Priority
 from shared.contracts.sla import SlaBreached, SlaEvent, SlaWarning
 from tests.unit.test_sla_engine import Story
@@ -392,3 +393,29 @@ def _expected_elapsed(events: list[TicketEvent], until: datetime) -> dict[str, t
         elif kind == "reopened":
             stopped["resolution"] = False
     return elapsed
+
+
+@PROPERTY
+@given(histories(), st.timedeltas(timedelta(0), 30 * H), st.timedeltas(timedelta(0), 30 * H))
+def test_the_alerts_due_later_extend_the_alerts_due_earlier(
+    history: tuple[list[TicketEvent], datetime], first: timedelta, more: timedelta
+) -> None:
+    """Whoever answers a ticket's wake-up, and however late (a new owner after a kill -9, a due
+    record sent again), publishes the same alerts under the same sequences: the alerts due by a
+    later instant are those due by an earlier one, then the ones in between, and the state
+    comes out the same either way. So a repeat is always one downstream dedupe drops."""
+    events, _ = history
+    state = new_state(events[0].event.incident_id)
+    for item in events:
+        state, _ = apply(state, item.event, at=item.at, catalog=CATALOG, sequence=item.sequence)
+        early, late = item.at + first, item.at + first + more
+        at_once, alerts = due_alerts(state, late)
+        first_state, earlier = due_alerts(state, early)
+        both_state, rest = due_alerts(first_state, late)
+        assert earlier + rest == alerts
+        assert both_state == at_once
+        numbered_once = fact_envelopes(at_once, alerts)  # as the processor numbers them
+        numbered_twice = fact_envelopes(first_state, earlier) + fact_envelopes(both_state, rest)
+        assert [(e.sequence, e.type, e.data) for e in numbered_once] == [
+            (e.sequence, e.type, e.data) for e in numbered_twice
+        ]
