@@ -132,7 +132,7 @@ async def test_held_kpi_plans_survive_a_kill_9(bootstrap: str, tmp_path: Path) -
                 await kpis.collect(all_rated, timeout=60.0, what="every rating in the KPIs")
                 # Flushed, the restarted worker commits past them: the run's partitions are
                 # quiet now, so a commit stuck below a record applied during the seek to the
-                # committed offsets (fetching.seek_to_committed_exactly) would stay there.
+                # committed offsets (fetching.seek_all_to_committed) would stay there.
                 await eventually(
                     offsets,
                     until=lambda c: all(

@@ -194,28 +194,30 @@ def committed_positions(
     return positions
 
 
-async def seek_to_committed_exactly(
-    seek_to_committed: Callable[[], Awaitable[Mapping[Any, int | None]]],
-    seek: Callable[[Any, int], Awaitable[None]],
-    ledger: SeekLedger,
-    changelogs: set[str],
-) -> Mapping[Any, int | None]:
-    """Seek to the committed offsets, and write into the ledger when each seek took effect.
+async def seek_all_to_committed(consumer: Any, changelogs: set[str]) -> Mapping[Any, int | None]:
+    """aiokafka's `seek_to_committed`, with every seek in one step, inside the consumer thread.
 
-    The consumer thread seeks partition by partition, between awaits for each committed offset
-    (the call took 1.5 s for 30 partitions in one restart), while the fetch goes on: a partition
-    sought early has its records fetched again and handed over before the call returns. In the
-    ledger only from then on, the seek would put the expectation back below records that are not
-    delivered again, and the commit would stay there until a newer record showed the hole (one
-    in two runs of the kill -9 KPI test on a quiet partition). So each partition the call
-    positioned is sought once more from here, where the seek and the ledger are one step; what
-    was handed over in between comes again and is applied again (the handlers are idempotent)."""
-    committed = await seek_to_committed()
-    positions = committed_positions(committed, changelogs)
-    for tp, position in positions.items():
-        if position != BEGINNING:  # a rewind to the beginning expects whatever comes first
-            await seek(tp, position)
-    ledger.record(positions)
+    aiokafka seeks partition by partition, each after awaiting its committed offset (the call
+    took 1.5 s for 30 partitions in one restart), while the fetch goes on: a partition sought
+    early had its records fetched again and handed over before the call returned, and the
+    ledger, written when the call returns, put the expectation back below records the broker
+    would not deliver again (the commit then stayed there on a quiet partition: one in two runs
+    of the kill -9 KPI test). Here the offsets are all looked up first and the seeks follow
+    without an await between them, so every fetch returns either before all of them or after;
+    the call returns before any record fetched after them is handed over (the thread resolves
+    the call's promise first). The partitions without a committed offset are rewound to their
+    beginning (see `rewind_uncommitted_partitions`)."""
+    committed: dict[Any, int | None] = {}
+    for tp in consumer.assignment():
+        committed[tp] = await consumer.committed(tp)
+    for tp, offset in committed.items():
+        if offset and offset > 0:
+            consumer.seek(tp, offset)
+    uncommitted = [
+        tp for tp, offset in committed.items() if not offset and tp.topic not in changelogs
+    ]
+    if uncommitted:
+        await consumer.seek_to_beginning(*uncommitted)
     return committed
 
 
@@ -229,16 +231,10 @@ def rewind_uncommitted_partitions() -> None:
 
     async def seek_to_committed(self: Any) -> Mapping[Any, int | None]:
         consumer = self._ensure_consumer()
-        changelogs = self.app.tables.changelog_topics  # positioned by Faust's recovery, not here
+        changelogs = set(self.app.tables.changelog_topics)  # positioned by Faust's recovery
 
         async def seek() -> Mapping[Any, int | None]:
-            committed: Mapping[Any, int | None] = await consumer.seek_to_committed()
-            uncommitted = [
-                tp for tp, offset in committed.items() if not offset and tp.topic not in changelogs
-            ]
-            if uncommitted:
-                await consumer.seek_to_beginning(*uncommitted)
-            return committed
+            return await seek_all_to_committed(consumer, changelogs)
 
         return cast(Mapping[Any, int | None], await self.call_thread(seek))
 
@@ -310,7 +306,6 @@ def guard_fetches() -> None:
     consumer_class._itsm_fetches_guarded = True
     fetch = consumer_class.getmany
     seek_to_committed = consumer_class.seek_to_committed
-    seek = consumer_class.seek
     seek_wait = consumer_class.seek_wait
     committable = consumer_class._filter_committable_offsets
 
@@ -335,16 +330,18 @@ def guard_fetches() -> None:
             yield item
 
     async def recorded_seek_to_committed(self: Any) -> Mapping[Any, int | None]:
-        return await seek_to_committed_exactly(
-            lambda: seek_to_committed(self),
-            lambda tp, offset: seek(self, tp, offset),  # Faust's seek: no await inside
-            ledger_of(self),
-            set(self.app.tables.changelog_topics),
+        committed = await seek_to_committed(self)
+        ledger_of(self).record(
+            committed_positions(committed, set(self.app.tables.changelog_topics))
         )
+        return cast(Mapping[Any, int | None], committed)
 
     async def recorded_seek(self: Any, partition: Any, offset: int) -> None:
-        await seek(self, partition, offset)
-        ledger_of(self).record({partition: offset})
+        # In the consumer thread, as Faust's `seek_wait`: Faust's own `seek` changes aiokafka's
+        # fetcher from the event loop's thread, which can break the consumer thread's drain of
+        # fetched records mid-way (a KeyError in aiokafka's `fetched_records` crashed a worker).
+        await self.seek_wait({partition: offset})  # recorded_seek_wait: into the ledger
+        self._read_offset[partition] = offset if offset else None
 
     async def recorded_seek_wait(self: Any, partitions: Mapping[Any, int]) -> None:
         await seek_wait(self, partitions)
