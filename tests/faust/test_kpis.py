@@ -246,6 +246,10 @@ async def test_a_plan_lost_after_its_state_was_stored_is_applied_from_the_state(
     for key in applied:
         kpis.sla.table.data.pop(key)
     assert kpis.sla.table.get("INC-3") is not None and not kpis.kpi_entries()
+    # The restarted worker: its table recovered, its recorder forgets what it had in memory
+    # (app.py, rearm_after_recovery).
+    assert kpis.sla.kpis is not None
+    kpis.sla.kpis.rebuild(kpis.sla.table.items(), {1})
 
     handled = await kpis.incident(rec, offset=0)  # redelivered
     await kpis.flush()

@@ -8,7 +8,9 @@ table (no Faust, no broker):
   a breach of it;
 - a crash after any table write, with the records read again from as far as the commits could
   have gone (or from the start), leaves the same entries;
-- after such a crash a due ticket whose last plan is not in waits for its record.
+- after such a crash a due ticket whose last plan is not in waits for its record;
+- the source clock is read from the table once while its partition is owned, and again after
+  the partition was revoked or its table recovered.
 """
 
 from __future__ import annotations
@@ -322,3 +324,78 @@ async def test_a_partial_written_while_its_snapshot_is_in_flight_is_published_ne
         if snapshot.granularity == "day":
             opened[snapshot.source_topic] = snapshot.figures.opened
     assert opened[INCIDENTS] == 2
+
+
+class ClockReads(dict[str, Any]):
+    """A table that counts the reads of source clocks (a RocksDB get and a decode each)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.clock_reads = 0
+
+    def get(self, key: str, default: Any = None) -> Any:
+        if key.startswith("kpi-clock|"):
+            self.clock_reads += 1
+        return super().get(key, default)
+
+
+async def test_the_source_clock_is_read_from_the_table_once_while_its_partition_is_owned() -> None:
+    table = ClockReads()
+    proc = processor(table, batch=2)
+    for offset in range(len(EVENTS)):
+        await incident(proc, offset)
+    await flush_request(proc)
+    due = Due(("INC-1", "INC-3", "INC-4"), BREACH_DUE).to_doc()
+    handled = await proc.on_due_record(json.dumps(due).encode(), SourcePosition(DUE, PARTITION, 91))
+    assert handled.outcome == "applied" and handled.facts
+
+    assert table.clock_reads == 2  # once per source: the incident and the due partition
+    assert kpi_entries(table) == kpi_entries(await due_after_one_by_one())
+
+
+async def due_after_one_by_one() -> dict[str, Any]:
+    table: dict[str, Any] = {}
+    proc = processor(table, batch=1)
+    for offset in range(len(EVENTS)):
+        await incident(proc, offset)
+    due = Due(("INC-1", "INC-3", "INC-4"), BREACH_DUE).to_doc()
+    await proc.on_due_record(json.dumps(due).encode(), SourcePosition(DUE, PARTITION, 91))
+    return table
+
+
+async def test_a_partition_owned_again_plans_from_the_clock_its_other_owner_left() -> None:
+    table: dict[str, Any] = {}
+    first, other = processor(table, batch=1), processor(table, batch=1)
+    for offset in range(4):
+        await incident(first, offset)
+    assert kpis(first).clock(INCIDENTS, PARTITION).watermark == 3
+
+    kpis(first).drop_pending({PARTITION})  # revoked; the other worker owns it meanwhile
+    for offset in range(4, len(EVENTS)):
+        await incident(other, offset)
+
+    assert kpis(first).clock(INCIDENTS, PARTITION).watermark == len(EVENTS) - 1
+    assert kpis(first).already_applied(INCIDENTS, PARTITION, len(EVENTS) - 1)
+
+
+async def test_a_recovered_table_is_planned_from_its_recovered_clock() -> None:
+    table: dict[str, Any] = {}
+    proc = processor(table, batch=1)
+    for offset in range(len(EVENTS)):
+        await incident(proc, offset)
+    recovered = await one_by_one_up_to(3)  # the changelog of a table four records behind
+    table.clear()
+    table.update(recovered)
+
+    kpis(proc).rebuild(table.items(), {PARTITION})
+
+    assert kpis(proc).clock(INCIDENTS, PARTITION).watermark == 3
+    assert not kpis(proc).already_applied(INCIDENTS, PARTITION, 4)
+
+
+async def one_by_one_up_to(last: int) -> dict[str, Any]:
+    table: dict[str, Any] = {}
+    proc = processor(table, batch=1)
+    for offset in range(last + 1):
+        await incident(proc, offset)
+    return table

@@ -1,7 +1,8 @@
 """Properties of the streaming KPIs (hypothesis), through the processor's own plan/apply code on
 a dict table: partitioning does not change the figures, redelivery changes nothing, merging is
-associative and commutative, merged plans write what the plans write one by one, and the
-sketch's quantiles are within its stated error."""
+associative and commutative, merged plans write what the plans write one by one, figures add
+field by field with nothing added changing nothing, and the sketch's quantiles are within its
+stated error."""
 
 from __future__ import annotations
 
@@ -14,7 +15,14 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.sla.domain.kpi_partials import KpiPartial, merge, summarize
+from services.sla.domain.kpi_partials import (
+    NO_FIGURES,
+    DurationStat,
+    KpiFigures,
+    KpiPartial,
+    merge,
+    summarize,
+)
 from services.sla.domain.kpi_sketch import RELATIVE_ACCURACY, QuantileSketch
 from services.sla.domain.kpis import KpiPlan, TicketKpiView, contributions, merge_plans
 from services.sla.processor.kpis import KpiRecorder, clock_key
@@ -211,6 +219,30 @@ def test_a_merged_plan_writes_what_its_plans_write_one_by_one(spec: list[Any]) -
     assert entries(merged) == entries(one_by_one)
     assert merged[clock_key(TOPIC, 0)]["watermark"] == plans[-1].offset
     assert all(KpiRecorder(merged).already_applied(TOPIC, 0, p.offset) for p in plans)
+
+
+COUNTS = ("opened", "resolved", "reopened", "csat_count", "csat_sum", "breaches", "late_events")
+figures_of = st.builds(
+    lambda counts, durations: KpiFigures(
+        **counts, first_response=sum(map(DurationStat.of, durations), DurationStat())
+    ),
+    st.dictionaries(st.sampled_from(COUNTS), st.integers(0, 50)),
+    st.lists(st.floats(0, 1e6, allow_nan=False), max_size=3),
+)
+
+
+@given(figures_of, figures_of)
+def test_figures_add_field_by_field_and_no_figures_change_nothing(
+    a: KpiFigures, b: KpiFigures
+) -> None:
+    total = a + b
+    for name in COUNTS:
+        assert getattr(total, name) == getattr(a, name) + getattr(b, name)
+    assert total.first_response.count == a.first_response.count + b.first_response.count
+    assert total.first_response.total == a.first_response.total + b.first_response.total
+    # the shared empty figures are skipped, an equal fresh one is added: the same result
+    for nothing in (NO_FIGURES, KpiFigures()):
+        assert a + nothing == a and nothing + a == a
 
 
 @settings(max_examples=200, deadline=None)

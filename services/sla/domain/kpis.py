@@ -21,12 +21,13 @@ window is not applied: it counts as `late_events` in the current window of the s
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from services.sla.domain.kpi_partials import (
     GRANULARITIES,
+    NO_FIGURES,
     NONE,
     WINDOW,
     Dims,
@@ -140,7 +141,7 @@ class KpiContribution:
 
     dims: Dims
     at: datetime
-    figures: KpiFigures = field(default_factory=KpiFigures)
+    figures: KpiFigures = NO_FIGURES
     open_delta: int = 0
 
 
@@ -292,7 +293,7 @@ class PartialUpdate:
     granularity: Granularity
     window_start: datetime
     dims: Dims
-    figures: KpiFigures = field(default_factory=KpiFigures)
+    figures: KpiFigures = NO_FIGURES
     backlog: int | None = None  # set the gauge's value, when the record moved it
 
 
@@ -376,7 +377,7 @@ def plan(
     for item in items:
         if item.open_delta:
             moved[item.dims] = moved.get(item.dims, 0) + item.open_delta
-        if item.figures == KpiFigures():
+        if item.figures == NO_FIGURES:
             continue
         for g in GRANULARITIES:
             start = window_start(g, item.at)
