@@ -18,6 +18,7 @@ wake-up timer around `SlaProcessor`. Nothing happens at import time.
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
@@ -46,6 +47,7 @@ from shared.bus.processing import SourcePosition
 from shared.bus.security import KafkaSecurity, kafka_security
 from shared.contracts.codec import KafkaRecord
 from shared.contracts.topics import Topic
+from shared.heap import release_free_heap
 from shared.metrics import ConsumerLag
 
 log = structlog.get_logger(__name__)
@@ -262,6 +264,13 @@ def create_app(
             pass  # still starting up: nothing assigned yet
         except Exception:  # a metric never stops the worker; the next run measures again
             log.exception("sla.metrics.lag_failed")
+
+    if settings.heap_trim_interval > 0:
+
+        @app.timer(interval=settings.heap_trim_interval, name="sla-heap-trim")  # type: ignore[untyped-decorator]
+        async def trim_heap() -> None:
+            # In a thread: tens of ms on a large heap, and the event loop keeps the wake-ups.
+            await asyncio.to_thread(release_free_heap)
 
     components = SlaComponents(
         settings, processor, index, table, incident_events, due_records, topics,

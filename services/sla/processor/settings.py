@@ -69,6 +69,9 @@ class SlaSettings(ServiceSettings):
     metrics_host: str = "0.0.0.0"  # noqa: S104 -- Prometheus scrapes it from another host
     # How often the worker measures the consumer lag of its source partitions (seconds).
     metrics_interval: float = Field(5.0, gt=0, le=300)
+    # How often the worker gives the C heap's free pages back to the system (seconds; 0: never).
+    # After a load the resident set otherwise stays at its peak (shared/heap.py).
+    heap_trim_interval: float = Field(10.0, ge=0, le=3600)
     # Per-priority replacements for the default catalog's targets, e.g.
     # ITSM_SLA_TARGETS='{"P1": {"first_response": 120}}'.
     targets: dict[Priority, TargetOverride] = Field(default_factory=dict)
