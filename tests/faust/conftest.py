@@ -75,9 +75,14 @@ class Harness:
         return self.incidents.results[self.incidents.processed_offset - 1], event
 
     async def tick(self) -> list[Any]:
-        """Run the wake-up timer once and feed what it sent to the due agent."""
+        """Run the wake-up timer once, then the firing of prepared alerts (as the worker's loop
+        would at the clock's instant), and feed what they sent to the due agent."""
+        results = await self._feed_due(self.sla.processor.send_due)
+        return results + await self._feed_due(self.sla.processor.fire_prepared)
+
+    async def _feed_due(self, send: Any) -> list[Any]:
         before = len(self.sink.on(self.sla.processor.due_topic))
-        await self.sla.processor.send_due()
+        await send()
         results = []
         for sent in self.sink.on(self.sla.processor.due_topic)[before:]:
             assert sent.partition is not None

@@ -51,3 +51,19 @@ def test_revoked_partitions_are_forgotten_and_the_heap_stays_small() -> None:
 
     assert {w.partition for w in index.pop_due(T0 + 2000 * S, retry_after=RETRY)} == {2, 3, 4}
     assert len(index._heap) <= 2 * len(index) + 64
+
+
+def test_entries_due_within_the_window_ahead_come_out_and_retry_past_their_instant() -> None:
+    index = WakeupIndex()
+    index.schedule("due", 0, T0 - S)
+    index.schedule("soon", 1, T0 + 8 * S)
+    index.schedule("later", 2, T0 + 11 * S)
+
+    due = index.pop_due(T0, retry_after=RETRY, ahead=10 * S)
+
+    assert [(w.ticket_id, w.at) for w in due] == [("due", T0 - S), ("soon", T0 + 8 * S)]
+    assert index.get("due") == Wakeup("due", 0, T0 + RETRY)  # past now
+    assert index.get("soon") == Wakeup("soon", 1, T0 + 8 * S + RETRY)  # past its instant
+    # each once, although their retries (at 10, 16 and 18 s) fall inside this window again
+    again = index.pop_due(T0, retry_after=RETRY, ahead=20 * S)
+    assert [w.ticket_id for w in again] == ["due", "later", "soon"]

@@ -89,6 +89,7 @@ class SlaComponents:
             if info.partition in partitions and info.wakeup is not None:
                 entries.append(Wakeup(ticket_id, info.partition, info.wakeup))
         self.index.rebuild(entries)
+        self.processor.alerts.clear_prepared()  # the rebuilt index has them: prepared again
         return len(entries)
 
 
@@ -182,7 +183,8 @@ def create_app(
     index = WakeupIndex()
     processor = SlaProcessor(
         table=table,
-        sink=sink or FaustSink(topics),
+        # the aiokafka client Faust's producer runs (private: Faust has no public handle)
+        sink=sink or FaustSink(topics, producer=lambda: cast(Any, app.producer)._ensure_producer()),
         catalog=catalog or default_catalog(settings.targets),
         index=index,
         group=settings.app_id,
@@ -193,6 +195,8 @@ def create_app(
         tick_retry=timedelta(seconds=settings.tick_retry),
         kpis=kpis,
         due_batch=settings.due_batch,
+        prepare_ahead=timedelta(seconds=settings.prepare_ahead),
+        prepare_limit=settings.prepare_limit,
     )
     kpi_publisher = KpiPublisher(
         kpis, processor.sink, kpi_topic=str(Topic.SLA_KPIS), due_topic=processor.due_topic,
@@ -251,6 +255,12 @@ def create_app(
         except Exception:  # the entries moved by tick_retry: they come round again
             log.exception("sla.wakeups.send_failed")
 
+    if settings.prepare_ahead > 0:
+
+        @app.task  # type: ignore[untyped-decorator]
+        async def fire_prepared_alerts() -> None:
+            await processor.fire_when_due()  # until the worker stops
+
     # The consumer lag of the agents' sources, as the platform's consumers report it
     # (shared/metrics.py); the processor itself counts timers and alerts.
     lag = ConsumerLag(settings.app_id)
@@ -284,6 +294,7 @@ def create_app(
     async def forget_revoked(sender: Any, *args: Any, **kwargs: Any) -> None:
         revoked = components.owned_partitions(args[0])
         index.forget(revoked)
+        processor.forget(revoked)
         kpis.drop_pending(revoked)
 
     async def keep_assigned(sender: Any, *args: Any, **kwargs: Any) -> None:

@@ -404,13 +404,20 @@ class Due:
     partition of their states (one record per partition and tick) and applied by the due agent.
     `now` travels in the record, so a redelivered record yields the same alerts with the same
     sequence numbers. The first release sent one record per ticket (`{"ticket_id": …}`); those
-    still load."""
+    still load.
+
+    With `prepare` the record asks for the alerts each ticket has due next (soon after `now`)
+    to be prepared, and sent when they fall due (prepared.py)."""
 
     ticket_ids: tuple[str, ...]
     now: datetime
+    prepare: bool = False
 
     def to_doc(self) -> Doc:
-        return {"tickets": list(self.ticket_ids), "now": instant(self.now)}
+        doc: Doc = {"tickets": list(self.ticket_ids), "now": instant(self.now)}
+        if self.prepare:
+            doc["prepare"] = True
+        return doc
 
     @classmethod
     def from_doc(cls, doc: Mapping[str, Any]) -> Due:
@@ -422,6 +429,9 @@ class Due:
                 ids = tuple(str(ticket_id) for ticket_id in tickets)
             else:
                 ids = (str(doc["ticket_id"]),)
-            return cls(ticket_ids=ids, now=parse_instant(doc["now"]))
+            prepare = doc.get("prepare", False)
+            if not isinstance(prepare, bool):
+                raise ValueError("prepare must be true or false")
+            return cls(ticket_ids=ids, now=parse_instant(doc["now"]), prepare=prepare)
         except (KeyError, TypeError, ValueError) as exc:
             raise StateFormatError(f"unreadable due record: {exc!r}") from exc

@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -69,13 +69,14 @@ from services.sla.processor.kpis import (
     ticket_kpis,
 )
 from services.sla.processor.metrics import count_alerts, track_open_timers
+from services.sla.processor.prepared import AlertSchedule, PreparedAlerts
 from services.sla.processor.publishing import RecordSink, fact_envelopes, fact_records
 from services.sla.processor.targets import TargetRefs
 from services.sla.processor.wakeups import WakeupIndex
 from shared.bus.port import DeadLetterHeaders, PermanentEventError, TransientError
 from shared.bus.processing import RecordProcessor, RetryPolicy, SourcePosition
 from shared.contracts.changes import ChangeEvent
-from shared.contracts.codec import KafkaRecord
+from shared.contracts.codec import KafkaRecord, encode
 from shared.contracts.envelope import Envelope
 from shared.contracts.incidents import IncidentEvent
 from shared.contracts.registry import UnknownEventType, contract_for, is_registered, validate_data
@@ -92,21 +93,30 @@ Clock = Callable[[], datetime]
 # as applied), and positions stay increasing along the due partition.
 DUE_SLOTS = 1 << 16
 DEFAULT_DUE_BATCH = 2000
+DEFAULT_PREPARE_LIMIT = 20_000
+FIRE_GRANULARITY = 0.01  # seconds between the firing loop's rounds, at least
 _tracer = trace.get_tracer("itsm.sla")
 # A due ticket's new state, its alerts, KPI plan and trace reference, stored after the publish.
 Fired = tuple[SlaState, list[Envelope], "tuple[TicketKpiView | None, KpiPlan] | None", str]
 
 
 @contextmanager
-def alerts_span(trace_reference: str, ticket_id: str) -> Iterator[None]:
+def alerts_span(
+    trace_reference: str, ticket_id: str, prepared_for: datetime | None = None
+) -> Iterator[None]:
     """A span in the ticket's own trace (the incident's) for the alerts a wake-up found due,
-    linked to the due record's span that found them."""
+    linked to the due record's span that found them; `prepared_for`: the instant the alerts
+    are prepared for (prepared.py) and sent at, an attribute of the span (which then ends
+    before they are sent)."""
     tick = trace.get_current_span().get_span_context()
+    attributes: dict[str, str] = {"itsm.ticket_id": ticket_id}
+    if prepared_for is not None:
+        attributes["itsm.sla.fires_at"] = prepared_for.isoformat()
     with _tracer.start_as_current_span(
         "sla alerts due",
         context=context_of(trace_reference),
         links=[trace.Link(tick)] if tick.is_valid else None,
-        attributes={"itsm.ticket_id": ticket_id},
+        attributes=attributes,
     ):
         yield
 
@@ -152,6 +162,8 @@ class SlaProcessor:
         retry: RetryPolicy | None = None,
         kpis: KpiRecorder | None = None,
         due_batch: int = DEFAULT_DUE_BATCH,
+        prepare_ahead: timedelta = timedelta(0),
+        prepare_limit: int = DEFAULT_PREPARE_LIMIT,
     ) -> None:
         if tick_retry <= timedelta(0):
             raise ValueError("tick_retry must be positive")
@@ -169,6 +181,11 @@ class SlaProcessor:
         self.tick_retry = tick_retry
         self.kpis = kpis  # None: no streaming KPIs (the embedded mode, benchmarks)
         self.due_batch = due_batch
+        # Alerts prepared up to `prepare_ahead` before they fall due (0: never), at most
+        # `prepare_limit` tickets at a time, and sent at their instant (prepared.py).
+        self.prepare_ahead = prepare_ahead
+        self.prepare_limit = prepare_limit
+        self.alerts = AlertSchedule()
         self._targets = TargetRefs(catalog)
         # Each ticket is loaded, its facts published and its state stored under its lock: the
         # incident and due agents of a partition run side by side, and a state loaded by one
@@ -235,6 +252,9 @@ class SlaProcessor:
         if sequence is not None and sequence <= state.applied_sequence:
             handled.outcome = "duplicate"
             return
+        fired = await self._delivered_alerts(ticket_id)
+        if fired is not None:  # sent, not stored yet: the event comes after them
+            state, trace = fired.state, fired.trace
         try:
             event = cast(IncidentEvent, validate_data(envelope.type, envelope.data))
             updated, facts = apply(
@@ -244,7 +264,8 @@ class SlaProcessor:
             raise PermanentEventError(f"SLA engine refused the event: {exc}") from exc
         kpi = None
         if self.kpis is not None:
-            view, items = contributions(view, event, envelope.time, facts)
+            earlier = fired.alerts if fired is not None else []
+            view, items = contributions(view, event, envelope.time, [*earlier, *facts])
             position = handled.position
             kpi_plan = self.kpis.plan(
                 position.topic, position.partition, position.offset, items, seen=envelope.time
@@ -253,7 +274,24 @@ class SlaProcessor:
         handled.facts = await self._commit(
             updated, facts, handled.position.partition, current_traceparent(), kpi, trace
         )
+        if fired is not None:
+            count_alerts(fired.envelopes)
         handled.outcome = "applied"
+
+    async def _delivered_alerts(self, ticket_id: str) -> PreparedAlerts | None:
+        """The ticket's fired alerts once the broker has them; None if there are none, or if
+        their send failed (then the due path sends them again, from the stored state)."""
+        fired = self.alerts.fired(ticket_id)
+        if fired is None or fired.delivered is None:
+            return None
+        try:
+            await asyncio.shield(fired.delivered)
+        except Exception as exc:  # any failure: not delivered
+            log.warning("sla.alerts.fire_failed", ticket_id=ticket_id, error=repr(exc))
+            self.alerts.discard(ticket_id)
+            self.index.schedule(ticket_id, fired.partition, self.clock())
+            return None
+        return fired
 
     def _kpi_view(
         self, value: Any, state: SlaState, position: SourcePosition | None = None
@@ -356,6 +394,7 @@ class SlaProcessor:
         kpi_doc = ticket_kpi_document(*kpi) if kpi is not None else None
         value = to_table_value(state, partition, self.targets, kpi_doc, trace)
         self.table[state.ticket_id] = value
+        self.alerts.discard(state.ticket_id)  # prepared from the state replaced here
         if apply_plan and kpi is not None and self.kpis is not None:
             self.kpis.apply(kpi[1], ticket_id=state.ticket_id)  # rides with the state: kpis.py
         self.index.schedule(state.ticket_id, partition, next_wakeup(state))
@@ -364,34 +403,32 @@ class SlaProcessor:
 
     async def send_due(self) -> int:
         """The timer's job: for the owned tickets whose wake-up has come, at most `due_batch`
-        not yet answered, one due record per partition of their states. The records are queued
-        on the producer, not awaited: their delivery is checked on the next tick, and a record
-        that never arrives is sent again after `tick_retry` (the index moved its tickets).
-        Returns how many tickets were sent."""
+        not yet answered, one due record per partition of their states; and, for those due
+        within `prepare_ahead`, one prepare record per partition (prepared.py). The records are
+        queued on the producer, not awaited: their delivery is checked on the next tick, and a
+        record that never arrives is sent again after `tick_retry` past its tickets' instants
+        (the index moved them). Returns how many tickets were sent."""
         now = self.clock()
         self._check_due_sends()
         self._expire_in_flight(now)
         room = self.due_batch - len(self._in_flight)
         if room <= 0:
             return 0
-        due = self.index.pop_due(now, retry_after=self.tick_retry, limit=room)
+        ahead = self.prepare_ahead if len(self.alerts) < self.prepare_limit else timedelta(0)
+        due = self.index.pop_due(now, retry_after=self.tick_retry, limit=room, ahead=ahead)
         if not due:
             return 0
-        by_partition: dict[int, list[str]] = {}
+        by_partition: dict[tuple[int, bool], list[str]] = {}
         for entry in due:
-            by_partition.setdefault(entry.partition, []).append(entry.ticket_id)
+            prepare = entry.at > now
+            if prepare and self.alerts.holds(entry.ticket_id):
+                continue  # prepared or fired already (the index entry is its retry)
+            by_partition.setdefault((entry.partition, prepare), []).append(entry.ticket_id)
             self._in_flight.pop(entry.ticket_id, None)  # keeps the dict in order of sending
             self._in_flight[entry.ticket_id] = now
         records = [
-            (
-                KafkaRecord(
-                    key=ids[0].encode(),  # informational: the partition is explicit
-                    value=json.dumps(Due(tuple(ids), now).to_doc()).encode(),
-                    headers=(),
-                ),
-                partition,
-            )
-            for partition, ids in by_partition.items()
+            _due_record(Due(tuple(ids), now, prepare), partition)
+            for (partition, prepare), ids in by_partition.items()
         ]
         self._due_sends.extend(await self._queue(self.due_topic, records))
         return len(due)
@@ -448,12 +485,112 @@ class SlaProcessor:
         if len(due.ticket_ids) == 1:
             handled.ticket_id = due.ticket_ids[0]
         async with self.ticket_locks.hold_all(due.ticket_ids):  # see ticket_locks
+            if due.prepare:
+                return self._prepare(due, position, handled)
             return await self._apply_due(due, position, handled)
+
+    def _prepare(self, due: Due, position: SourcePosition, handled: Handled) -> Handled:
+        """Prepare the alerts each ticket has due next, for the firing loop to send then."""
+        prepared = 0
+        for ticket_id in due.ticket_ids:
+            self._in_flight.pop(ticket_id, None)
+            if self.alerts.holds(ticket_id):
+                continue  # prepared from its current state, or sent and on its way to the store
+            found = self._due_state(ticket_id, position.partition)
+            if found is None:
+                continue
+            state, view, trace = found
+            at = next_wakeup(state)  # the timer's instant may be a retry's
+            updated, alerts = due_alerts(state, at) if at is not None else (state, [])
+            if at is None or not alerts:
+                self.index.schedule(ticket_id, position.partition, at)
+                continue
+            with alerts_span(trace, ticket_id, at):  # the breach joins its incident's trace
+                envelopes = fact_envelopes(updated, alerts, traceparent=current_traceparent())
+            self.alerts.add(
+                PreparedAlerts(
+                    ticket_id, position.partition, at, updated, alerts, envelopes,
+                    [encode(envelope) for envelope in envelopes], view, trace, self.catalog,
+                )
+            )  # fmt: skip
+            prepared += 1
+        if prepared:
+            handled.outcome, handled.reason = "applied", f"prepared {prepared} tickets"
+        return handled
+
+    async def fire_prepared(self) -> int:
+        """The firing loop's job: send the prepared alerts due by now in one go (a batch per
+        partition, queued, not awaited) and queue a due record per partition that stores their
+        states once they are delivered. Returns how many tickets fired."""
+        now = self.clock()
+        ready: list[PreparedAlerts] = []
+        for entry in self.alerts.take_due(now):
+            if self.ticket_locks.holders(entry.ticket_id) or entry.catalog is not self.catalog:
+                # Being applied this moment, or computed under replaced policies: the due path
+                # takes it, from the state stored by then.
+                self.index.schedule(entry.ticket_id, entry.partition, entry.at)
+                continue
+            ready.append(entry)
+        if not ready:
+            return 0
+        records = [(record, None) for entry in ready for record in entry.records]
+        delivered = asyncio.ensure_future(self._send_fired(records))
+        by_partition: dict[int, list[str]] = {}
+        for entry in ready:
+            self.alerts.mark_fired(entry, delivered)
+            by_partition.setdefault(entry.partition, []).append(entry.ticket_id)
+        stores = [_due_record(Due(tuple(ids), now), p) for p, ids in by_partition.items()]
+        self._due_sends.extend(await self._queue(self.due_topic, stores))
+        return len(ready)
+
+    async def _send_fired(self, records: Sequence[tuple[KafkaRecord, int | None]]) -> None:
+        queue_batch = getattr(self.sink, "queue_batch", None)
+        if queue_batch is None:
+            await self.sink.send_many(self.sla_topic, records)
+            return
+        await asyncio.gather(*await queue_batch(self.sla_topic, records))
+
+    async def fire_when_due(self, granularity: float = FIRE_GRANULARITY) -> None:
+        """The firing loop (a task of the worker): sleeps until the earliest prepared instant,
+        or until something is prepared, then fires what is due. Rounds are at least
+        `granularity` seconds apart: a burst fires in rounds of many tickets (each round
+        queues one due record per partition to store them), not one round per ticket."""
+        changed, loop = self.alerts.changed, asyncio.get_running_loop()
+        last_round = -granularity
+        while True:
+            changed.clear()
+            next_at = self.alerts.next_at()
+            if next_at is None:
+                await changed.wait()
+                continue
+            delay = max(
+                (next_at - self.clock()).total_seconds(), last_round + granularity - loop.time()
+            )
+            if delay > 0:  # then plan again: the time has come, or an earlier one was prepared
+                with suppress(TimeoutError):
+                    await asyncio.wait_for(changed.wait(), delay)
+                continue
+            last_round = loop.time()
+            try:
+                await self.fire_prepared()
+            except Exception:  # their index entries bring them round through the due path
+                log.exception("sla.alerts.fire_failed")
+
+    def forget(self, partitions: Iterable[int]) -> None:
+        """Revoked `partitions`: their tickets' prepared and fired alerts are another worker's
+        now (it sends them again from the stored states; consumers drop the repeats)."""
+        self.alerts.forget(partitions)
 
     async def _apply_due(self, due: Due, position: SourcePosition, handled: Handled) -> Handled:
         fired: list[Fired] = []
+        unsent: list[tuple[KafkaRecord, int | None]] = []
         for slot, ticket_id in enumerate(due.ticket_ids):
             self._in_flight.pop(ticket_id, None)
+            earlier = await self._delivered_alerts(ticket_id)
+            if earlier is not None:  # fired by the loop: stored here, with its KPI plan
+                kpi = self._due_plan(earlier.view, earlier.alerts, position, slot, due.now)
+                fired.append((earlier.state, earlier.envelopes, kpi, earlier.trace))
+                continue
             found = self._due_state(ticket_id, position.partition)
             if found is None:
                 continue
@@ -462,22 +599,16 @@ class SlaProcessor:
             if not alerts:
                 self.index.schedule(ticket_id, position.partition, next_wakeup(state))
                 continue
-            kpi: tuple[TicketKpiView | None, KpiPlan] | None = None
-            if self.kpis is not None and view is not None:
-                items = fact_contributions(view, alerts)
-                offset = position.offset * DUE_SLOTS + slot
-                kpi_plan = self.kpis.plan(
-                    position.topic, position.partition, offset, items, seen=due.now
-                )
-                kpi = (view, kpi_plan)
+            kpi = self._due_plan(view, alerts, position, slot, due.now)
             with alerts_span(trace, ticket_id):  # the breach joins its incident's trace
                 envelopes = fact_envelopes(updated, alerts, traceparent=current_traceparent())
             fired.append((updated, envelopes, kpi, trace))
+            unsent.extend(fact_records(envelopes))
         if not fired:
             return handled
-        records = [record for _, envelopes, _, _ in fired for record in fact_records(envelopes)]
         try:
-            await self.sink.send_many(self.sla_topic, records)
+            if unsent:
+                await self.sink.send_many(self.sla_topic, unsent)
         except (TransientError, KafkaError) as exc:
             # Nothing was stored: the timer sends the tickets again after tick_retry.
             log.warning("sla.due.publish_failed", tickets=len(fired), error=str(exc))
@@ -489,6 +620,21 @@ class SlaProcessor:
         count_alerts(handled.facts)
         handled.outcome = "applied"
         return handled
+
+    def _due_plan(
+        self,
+        view: TicketKpiView | None,
+        alerts: Sequence[SlaEvent],
+        position: SourcePosition,
+        slot: int,
+        now: datetime,
+    ) -> tuple[TicketKpiView | None, KpiPlan] | None:
+        """The KPI plan of a due record's `slot`-th ticket's alerts."""
+        if self.kpis is None or view is None:
+            return None
+        offset = position.offset * DUE_SLOTS + slot
+        items = fact_contributions(view, alerts)
+        return view, self.kpis.plan(position.topic, position.partition, offset, items, seen=now)
 
     def _store_fired(self, fired: list[Fired], position: SourcePosition) -> None:
         """Store the states of a due record's tickets, each with its own KPI plan as outbox,
@@ -600,3 +746,8 @@ def _is_change_event(type_name: str) -> bool:
 
 def _is_incident_event(type_name: str) -> bool:
     return is_registered(type_name) and issubclass(contract_for(type_name), IncidentEvent)
+
+
+def _due_record(due: Due, partition: int) -> tuple[KafkaRecord, int]:
+    key = due.ticket_ids[0].encode()  # informational: the partition is explicit
+    return KafkaRecord(key=key, value=json.dumps(due.to_doc()).encode(), headers=()), partition

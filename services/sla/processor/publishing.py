@@ -8,7 +8,7 @@ recording sink in its place (Faust's test context has no broker).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from services.sla.domain import SlaState
@@ -42,10 +42,14 @@ class QueueingSink(RecordSink, Protocol):
 
 
 class FaustSink:
-    """Sends through Faust topics (the app's producer: acks=all)."""
+    """Sends through Faust topics (the app's producer: acks=all). `producer` gives the aiokafka
+    producer under the app's, for `queue_batch`."""
 
-    def __init__(self, topics: Mapping[str, Any]) -> None:
+    def __init__(
+        self, topics: Mapping[str, Any], producer: Callable[[], Any] | None = None
+    ) -> None:
         self._topics = dict(topics)
+        self._producer = producer
 
     async def _start(self, topic: str, record: KafkaRecord, partition: int | None) -> Any:
         channel = self._topics[topic]
@@ -68,6 +72,47 @@ class FaustSink:
         self, topic: str, records: Sequence[tuple[KafkaRecord, int | None]]
     ) -> list[Awaitable[Any]]:
         return [await self._start(topic, record, partition) for record, partition in records]
+
+    async def queue_batch(
+        self, topic: str, records: Sequence[tuple[KafkaRecord, int | None]]
+    ) -> list[Awaitable[Any]]:
+        """Queue records in whole batches, one chain per partition, on the app's aiokafka
+        producer (the same client, so its flush before a commit covers them): the firing of
+        prepared alerts (prepared.py). A tenth of the cost of a send through a Faust topic,
+        which wraps each record in a message, a span and a partition lookup. Returns one
+        delivery per partition."""
+        if self._producer is None:
+            return await self.start_many(topic, records)
+        producer = self._producer()  # the aiokafka client
+        await producer.partitions_for(topic)  # the metadata the partitioner needs
+        by_partition: dict[int, list[KafkaRecord]] = {}
+        for record, partition in records:
+            if partition is None:  # the key's partition, as a send through the topic picks it
+                partition = producer._partition(topic, None, None, None, record.key, None)
+            by_partition.setdefault(partition, []).append(record)
+        return [
+            asyncio.ensure_future(_send_batches(producer, topic, partition, batch))
+            for partition, batch in by_partition.items()
+        ]
+
+
+async def _send_batches(
+    producer: Any, topic: str, partition: int, records: list[KafkaRecord]
+) -> None:
+    """Append `records` to as many of the producer's batches as they need, submit each, and
+    return once all are delivered (aiokafka submits a partition's batches one after another)."""
+    deliveries = []
+    batch = producer.create_batch()
+    for record in records:
+        headers = list(record.headers)
+        if batch.append(key=record.key, value=record.value, timestamp=None, headers=headers):
+            continue
+        deliveries.append(await producer.send_batch(batch, topic, partition=partition))
+        batch = producer.create_batch()
+        if not batch.append(key=record.key, value=record.value, timestamp=None, headers=headers):
+            raise ValueError(f"a record of {len(record.value)} bytes exceeds a producer batch")
+    deliveries.append(await producer.send_batch(batch, topic, partition=partition))
+    await asyncio.gather(*deliveries)
 
 
 def fact_envelopes(

@@ -48,6 +48,11 @@ class SlaSettings(ServiceSettings):
     # partition and tick carries them): a burst of deadlines drains over several ticks instead
     # of one tick that starves the consumer.
     due_batch: int = Field(2000, ge=1, le=65535)
+    # Alerts due within this many seconds are prepared ahead (state loaded, engine run, facts
+    # encoded) and sent at their instant in one batch, at most prepare_limit tickets at a time:
+    # a burst of deadlines is then a burst of sends, not of processing. 0: never prepared.
+    prepare_ahead: float = Field(10.0, ge=0, le=600)
+    prepare_limit: int = Field(20_000, ge=1, le=10_000_000)
     # Where a new consumer group starts reading the incident events. `earliest` rebuilds every
     # ticket's SLA from the retained history; `latest` only measures tickets from now on.
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"

@@ -74,23 +74,28 @@ class WakeupIndex:
         return _unpack("", self._heap[0][0]).at if self._heap else None
 
     def pop_due(
-        self, now: datetime, *, retry_after: timedelta, limit: int | None = None
+        self,
+        now: datetime,
+        *,
+        retry_after: timedelta,
+        limit: int | None = None,
+        ahead: timedelta = timedelta(0),
     ) -> list[Wakeup]:
-        """The entries due by `now`, earliest first, at most `limit`. Each is moved to
-        `now + retry_after`, so it comes round again if nothing answers; storing the ticket's
-        new state re-schedules it."""
-        due: list[Wakeup] = []
-        bound = ((now - _EPOCH) // _MICRO + 1) << _PARTITION_BITS  # every partition at `now`
+        """The entries due by `now + ahead`, earliest first, at most `limit`. Each is moved to
+        `retry_after` past the later of `now` and its instant, so it comes round again if
+        nothing answers; storing the ticket's new state re-schedules it."""
+        due: dict[str, Wakeup] = {}  # a ticket's heap item may be there twice: taken once
+        until = now + ahead
+        bound = ((until - _EPOCH) // _MICRO + 1) << _PARTITION_BITS  # every partition then
         while limit is None or len(due) < limit:
             self._drop_stale_head()
             if not self._heap or self._heap[0][0] >= bound:
                 break
             _, ticket_id = heapq.heappop(self._heap)
-            entry = _unpack(ticket_id, self._entries[ticket_id])
-            due.append(entry)
-            # Moved past `now` at once: a duplicate heap item for it is stale from here on.
-            self.schedule(ticket_id, entry.partition, now + retry_after)
-        return due
+            due.setdefault(ticket_id, _unpack(ticket_id, self._entries[ticket_id]))
+        for entry in due.values():  # after the loop: a retry may fall before `until`
+            self.schedule(entry.ticket_id, entry.partition, max(now, entry.at) + retry_after)
+        return list(due.values())
 
     def retain(self, partitions: Iterable[int]) -> None:
         """Forget the tickets of every partition not in `partitions` (revoked ones)."""
