@@ -1,6 +1,8 @@
 """End to end on the real local Kafka broker: a worker process (`python -m
 services.sla.processor.worker`) with a 2-second P1 first-response target sees a created
-incident, and its breach reaches the SLA topic shortly after the deadline.
+incident, and its breach reaches the SLA topic shortly after the deadline; so do the breaches of
+a burst of tickets opened at the same instant (prepared ahead and sent in one batch per
+partition, services/sla/processor/prepared.py), each once, on its ticket's partition.
 
 The platform topics are shared with whoever else uses the broker, so the worker gets its own
 Faust app id (its own consumer group, table changelog and due topic, deleted afterwards), starts
@@ -35,6 +37,7 @@ pytestmark = [pytest.mark.infra, pytest.mark.timeout(60)]
 
 ROOT = Path(__file__).resolve().parents[2]
 TARGET = timedelta(seconds=2)
+BURST = 200
 
 
 @pytest.fixture
@@ -124,6 +127,9 @@ async def test_a_first_response_breach_reaches_the_sla_topic_soon_after_the_dead
             opened = datetime.now(UTC)
             await incidents.create(ticket, opened)
             deadline = opened + TARGET
+            burst = [f"BURST-{run}-{n}" for n in range(BURST)]
+            for other in burst:  # all due at the same instant as `ticket`
+                await incidents.create(other, opened)
 
             def breached(records: list[Any]) -> bool:
                 return any(
@@ -131,8 +137,12 @@ async def test_a_first_response_breach_reaches_the_sla_topic_soon_after_the_dead
                     for r in facts_of(sla, ticket)
                 )
 
+            def burst_breached(records: list[Any]) -> bool:
+                return len(breaches_of(sla, f"BURST-{run}-")) >= BURST
+
             await sla.collect(breached, timeout=15.0, what=f"the breach of {ticket}")
             seen = datetime.now(UTC)
+            await sla.collect(burst_breached, timeout=15.0, what="the burst's breaches")
     finally:
         await producer.stop()
         await delete_topics_of(bootstrap, app_id)
@@ -153,3 +163,19 @@ async def test_a_first_response_breach_reaches_the_sla_topic_soon_after_the_dead
     assert breach.time == deadline  # stamped with the deadline itself
     assert [f.sequence for f in facts] == list(range(1, len(facts) + 1))
     assert timedelta(0) <= produced - deadline < timedelta(seconds=2)
+
+    burst_breaches = breaches_of(sla, f"BURST-{run}-")
+    assert sorted(r.key.decode() for r in burst_breaches) == sorted(burst)  # each once
+    started_on = {r.key: r.partition for r in facts_of(sla, f"BURST-{run}-")}
+    for r in burst_breaches:
+        assert r.partition == started_on[r.key]  # the ticket's partition, as its other facts
+        assert decode(r).time == deadline
+        assert r.timestamp / 1000 >= deadline.timestamp()  # not before its deadline
+
+
+def breaches_of(sla: TopicTail, prefix: str) -> list[Any]:
+    return [
+        r
+        for r in facts_of(sla, prefix)
+        if dict(r.headers).get("ce_type") == b"itsm.sla.breached.v1"
+    ]
