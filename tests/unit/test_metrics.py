@@ -4,6 +4,7 @@ the assignment, SLA timers and alerts, notification outcomes and dead letters.""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -12,7 +13,15 @@ from prometheus_client import REGISTRY
 
 from services.notify import handlers
 from services.notify.channels import Outcome
-from services.sla.processor.metrics import count_alerts, faust_consumer_lags, track_open_timers
+from services.sla.domain import new_state
+from services.sla.processor.catalog import default_catalog
+from services.sla.processor.metrics import (
+    count_alerts,
+    faust_consumer_lags,
+    track_open_timers,
+    track_prepared_alerts,
+)
+from services.sla.processor.prepared import AlertSchedule, PreparedAlerts
 from services.sla.processor.wakeups import WakeupIndex
 from shared.bus.memory import InMemoryBus
 from shared.contracts.envelope import sequenced
@@ -215,6 +224,26 @@ def test_open_timers_follow_the_wakeup_index() -> None:
     assert sample("itsm_sla_open_timers") == 2
     index.schedule("INC1", 0, None)  # every clock stopped: nothing can fall due
     assert sample("itsm_sla_open_timers") == 1
+
+
+def prepared_alerts(ticket_id: str, at: datetime) -> PreparedAlerts:
+    return PreparedAlerts(
+        ticket_id, 0, at, new_state(ticket_id), [], [], [], None, "", default_catalog()
+    )
+
+
+async def test_prepared_and_fired_alerts_are_counted_apart() -> None:
+    alerts = AlertSchedule()
+    track_prepared_alerts(alerts)
+    alerts.add(prepared_alerts("INC1", NOW))
+    alerts.add(prepared_alerts("INC2", NOW + timedelta(minutes=1)))
+    assert sample("itsm_sla_prepared_alerts", state="prepared") == 2
+    [due] = alerts.take_due(NOW)
+    alerts.mark_fired(due, asyncio.get_running_loop().create_future())
+    assert sample("itsm_sla_prepared_alerts", state="prepared") == 1
+    assert sample("itsm_sla_prepared_alerts", state="fired") == 1
+    alerts.discard(due.ticket_id)  # its state was stored
+    assert sample("itsm_sla_prepared_alerts", state="fired") == 0
 
 
 # -- notify ---------------------------------------------------------------------------------------

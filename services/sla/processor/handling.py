@@ -68,7 +68,11 @@ from services.sla.processor.kpis import (
     ticket_kpi_document,
     ticket_kpis,
 )
-from services.sla.processor.metrics import count_alerts, track_open_timers
+from services.sla.processor.metrics import (
+    count_alerts,
+    track_open_timers,
+    track_prepared_alerts,
+)
 from services.sla.processor.prepared import AlertSchedule, PreparedAlerts
 from services.sla.processor.publishing import RecordSink, fact_envelopes, fact_records
 from services.sla.processor.targets import TargetRefs
@@ -186,6 +190,7 @@ class SlaProcessor:
         self.prepare_ahead = prepare_ahead
         self.prepare_limit = prepare_limit
         self.alerts = AlertSchedule()
+        track_prepared_alerts(self.alerts)
         self._targets = TargetRefs(catalog)
         # Each ticket is loaded, its facts published and its state stored under its lock: the
         # incident and due agents of a partition run side by side, and a state loaded by one

@@ -9,6 +9,7 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge
 
+from services.sla.processor.prepared import AlertSchedule
 from services.sla.processor.wakeups import WakeupIndex
 from shared.contracts.envelope import Envelope
 from shared.contracts.sla import SlaBreached, SlaWarning
@@ -18,6 +19,12 @@ OPEN_TIMERS = Gauge(
     "itsm_sla_open_timers",
     "Tickets this worker times whose SLA clock runs toward a warning or breach still ahead "
     "(one per ticket: its wake-up index entry)",
+)
+PREPARED_ALERTS = Gauge(
+    "itsm_sla_prepared_alerts",
+    "Tickets whose next alerts this worker has prepared ahead of their instant (prepared), or "
+    "sent and not yet stored (fired)",
+    ["state"],
 )
 ALERTS = Counter(
     "itsm_sla_alerts_total",
@@ -32,6 +39,12 @@ def track_open_timers(index: WakeupIndex) -> None:
     figure follows the partitions this worker owns. (The last processor built in a process
     is the one reported.)"""
     OPEN_TIMERS.set_function(lambda: len(index))
+
+
+def track_prepared_alerts(alerts: AlertSchedule) -> None:
+    """Read at each scrape, like the open timers (the last processor built is reported)."""
+    PREPARED_ALERTS.labels("prepared").set_function(lambda: len(alerts))
+    PREPARED_ALERTS.labels("fired").set_function(alerts.fired_count)
 
 
 def count_alerts(facts: Iterable[Envelope]) -> None:

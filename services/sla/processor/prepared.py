@@ -74,6 +74,9 @@ class AlertSchedule:
     def fired(self, ticket_id: str) -> PreparedAlerts | None:
         return self._fired.get(ticket_id)
 
+    def fired_count(self) -> int:
+        return len(self._fired)
+
     def deliveries(self) -> set[asyncio.Future[Any]]:
         """The sends of the fired entries not stored yet."""
         return {e.delivered for e in self._fired.values() if e.delivered is not None}
