@@ -15,6 +15,8 @@ from datetime import datetime
 from typing import Any
 
 from shared.store.errors import translated_errors
+from shared.store.locks import document_lock
+from shared.store.mongo import is_ferretdb
 from shared.store.projection import apply_if_newer
 
 TIMERS = "sla_timers"
@@ -75,13 +77,30 @@ class TimerStore:
         return await self._list({"ticket_id": ticket_id}, sort=(("metric", 1),), limit=0)
 
     async def assign(self, ticket_id: str, assignment: Document) -> None:
-        """Copy the ticket's assignment onto its timers that hold an older one."""
+        """Copy the ticket's assignment onto its timers that hold an older one: each timer
+        under its document lock, as `apply` writes it. On FerretDB an update is a
+        read-modify-write of the whole document, so one multi-document update racing a fact's
+        write could put the timer back to its state before the fact (seen end to end: a
+        `missed` fact lost under an assignment 25 ms apart)."""
         sequence = assignment[ASSIGNMENT_SEQUENCE]
         stale = [{ASSIGNMENT_SEQUENCE: {"$lt": sequence}}, {ASSIGNMENT_SEQUENCE: None}]
         async with translated_errors():
-            await self.collection.update_many(
-                {"ticket_id": ticket_id, "$or": stale}, {"$set": assignment}
-            )
+            by_id_only = await is_ferretdb(self.collection)
+            timers = await self.collection.find({"ticket_id": ticket_id}, {"_id": 1}).to_list(None)
+            for timer in timers:
+                async with document_lock(self.collection, timer["_id"]):
+                    if not by_id_only:  # MongoDB: one atomic conditional update
+                        guard = {"_id": timer["_id"], "$or": stale}
+                        await self.collection.update_one(guard, {"$set": assignment})
+                        continue
+                    current = await self.collection.find_one(
+                        {"_id": timer["_id"]}, {ASSIGNMENT_SEQUENCE: 1}
+                    )
+                    held = (current or {}).get(ASSIGNMENT_SEQUENCE)
+                    if current is not None and (held is None or held < sequence):
+                        await self.collection.update_one(
+                            {"_id": timer["_id"]}, {"$set": assignment}
+                        )
 
     async def running_due_by(
         self, filters: TimerFilter, now: datetime, until: datetime, *, limit: int, offset: int
