@@ -16,7 +16,7 @@ from typing import Any
 
 from shared.store.errors import translated_errors
 from shared.store.locks import document_lock
-from shared.store.mongo import is_ferretdb
+from shared.store.mongo import answered_or_landed, is_ferretdb
 from shared.store.projection import apply_if_newer
 
 TIMERS = "sla_timers"
@@ -98,9 +98,13 @@ class TimerStore:
                     )
                     held = (current or {}).get(ASSIGNMENT_SEQUENCE)
                     if current is not None and (held is None or held < sequence):
-                        await self.collection.update_one(
-                            {"_id": timer["_id"]}, {"$set": assignment}
-                        )
+                        guard = {"_id": timer["_id"]}
+                        await answered_or_landed(
+                            self.collection, timer["_id"],
+                            self.collection.update_one(guard, {"$set": assignment}),
+                            lambda doc: doc is None or doc.get(ASSIGNMENT_SEQUENCE) == sequence,
+                            projection=(ASSIGNMENT_SEQUENCE,),
+                        )  # fmt: skip
 
     async def running_due_by(
         self, filters: TimerFilter, now: datetime, until: datetime, *, limit: int, offset: int

@@ -15,6 +15,7 @@ from pymongo import ReturnDocument
 
 from shared.store.errors import translated_errors
 from shared.store.locks import document_lock
+from shared.store.mongo import answered_or_landed, is_ferretdb
 
 COLLECTION = "counters"
 
@@ -25,13 +26,20 @@ async def reserve_numbers(database: Any, kind: str, count: int) -> range:
         raise ValueError("reserve at least one number")
     counters = database[COLLECTION]
     async with document_lock(counters, kind), translated_errors():
-        document = await counters.find_one_and_update(
-            {"_id": kind},
-            {"$inc": {"value": count}},
-            upsert=True,
-            return_document=ReturnDocument.AFTER,
-        )
-    last = int(document["value"])
+        # On FerretDB the value before, so that a reservation left unanswered can be seen to
+        # land (shared/store/mongo.py): let go early, it could later put the counter back.
+        before = await counters.find_one({"_id": kind}) if await is_ferretdb(counters) else None
+        reserved = (0 if before is None else int(before["value"])) + count
+        document = await answered_or_landed(
+            counters, kind,
+            counters.find_one_and_update(
+                {"_id": kind}, {"$inc": {"value": count}}, upsert=True,
+                return_document=ReturnDocument.AFTER,
+            ),
+            lambda doc: doc is not None and int(doc["value"]) >= reserved,
+            projection=("value",),
+        )  # fmt: skip
+    last = reserved if document is None else int(document["value"])
     return range(last - count + 1, last + 1)
 
 

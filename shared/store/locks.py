@@ -67,6 +67,11 @@ def document_lock(collection: Any, document_id: Any) -> AbstractAsyncContextMana
     return _documents.hold((_namespace(collection), document_id))
 
 
+def document_lock_users(collection: Any, document_id: Any) -> int:
+    """How many hold or await the document's lock."""
+    return _documents.holders((_namespace(collection), document_id))
+
+
 def document_locks(
     collection: Any, document_ids: Iterable[Any]
 ) -> AbstractAsyncContextManager[None]:

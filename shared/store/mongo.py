@@ -6,19 +6,38 @@ when it is exactly `{"_id": <string or ObjectId>}`; any other filter (`{_id, ver
 `{_id: {$eq: ...}}`, `{_id: {$in: [...]}}`) makes it read and decode every document of the
 collection in Go, for updates and deletes too. So on FerretDB a conditional write reads by `_id`
 alone, checks in Python and writes by `_id` alone (docs/benchmarks.md, "FerretDB pushdown").
+
+FerretDB also goes on with a write after its client has given up waiting (a socket timeout):
+it has read the document, waits for SQLite's write lock (up to 10 s) and then writes the whole
+document back. Had the document's lock (shared/store/locks.py) been let go at the timeout, a
+later write of the same document could come in between and be overwritten by that stale copy:
+the fault run once found an incident back at version 2 after its version 3 was published (the
+outbox relay's removal had timed out). So a write left unanswered on FerretDB keeps its
+documents locked until it shows in them (`until_settled`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
 import weakref
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
+import structlog
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import NetworkTimeout, PyMongoError
 
 from shared.store.locks import document_lock
+
+log = structlog.get_logger(__name__)
+
+# How long a write left unanswered may keep its documents locked while it is awaited: FerretDB
+# waits up to 10 s for SQLite's write lock per statement, and a command has several.
+UNANSWERED_WAIT = 30.0
+_SETTLE_POLL = 0.05
 
 # Per client: does it talk to FerretDB? Asked once (buildInfo), forgotten with the client.
 _ferretdb: weakref.WeakKeyDictionary[AsyncMongoClient[Any], bool] = weakref.WeakKeyDictionary()
@@ -97,5 +116,65 @@ async def update_if_unchanged(
         current = await collection.find_one({"_id": document_id}, dict.fromkeys(expected, 1))
         if current is None or any(current.get(k) != v for k, v in expected.items()):
             return False
-        result = await collection.update_one({"_id": document_id}, update)
-        return bool(result.matched_count)  # 0: deleted since the read
+        result = await answered_or_landed(
+            collection, document_id, collection.update_one({"_id": document_id}, update),
+            lambda doc: doc is None or _differs(doc, expected), projection=expected,
+        )  # fmt: skip
+        # None: unanswered, and the document has moved on from `expected` since (it landed);
+        # 0 matched: deleted since the read.
+        return result is None or bool(result.matched_count)
+
+
+def _differs(document: Mapping[str, Any], expected: Mapping[str, Any]) -> bool:
+    return any(document.get(k) != v for k, v in expected.items())
+
+
+async def answered_or_landed(
+    collection: Any,
+    document_id: Any,
+    write: Awaitable[Any],
+    landed: Callable[[Mapping[str, Any] | None], bool],
+    *,
+    projection: Iterable[str] = (),
+) -> Any:
+    """Await a write to one document, its lock held: its result, or None if it went unanswered
+    on FerretDB and then showed in the document (`landed`, see `until_settled`)."""
+    try:
+        return await write
+    except NetworkTimeout:
+        if await is_ferretdb(collection) and await until_settled(
+            collection, [document_id], lambda _, doc: landed(doc), projection=projection
+        ):
+            return None
+        raise
+
+
+async def until_settled(
+    collection: Any,
+    document_ids: Iterable[Any],
+    landed: Callable[[Any, Mapping[str, Any] | None], bool],
+    *,
+    projection: Iterable[str] = (),
+    within: float = UNANSWERED_WAIT,
+) -> bool:
+    """After a write to `document_ids` went unanswered (a timeout) on FerretDB, with their
+    locks still held: wait until `landed(id, document)` holds for each of them (the write
+    shows), reading those not seen yet every 50 ms (by `_id` alone, the read FerretDB pushes
+    down), for at most `within` seconds. True if it landed; False if it did not show in time
+    (the caller reports the failure; the write may still land, so that is logged)."""
+    waiting = list(document_ids)
+    fields = dict.fromkeys(projection, 1) or None
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            for document_id in list(waiting):
+                if landed(document_id, await collection.find_one({"_id": document_id}, fields)):
+                    waiting.remove(document_id)
+        except PyMongoError:
+            pass  # the server is still busy: ask again
+        if not waiting:
+            return True
+        if time.monotonic() >= deadline:
+            log.warning("store.write_unsettled", collection=collection.name, documents=len(waiting))
+            return False
+        await asyncio.sleep(_SETTLE_POLL)

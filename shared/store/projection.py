@@ -6,7 +6,7 @@ from typing import Any
 
 from shared.store.errors import AlreadyExists, translated_errors
 from shared.store.locks import document_lock
-from shared.store.mongo import is_ferretdb
+from shared.store.mongo import answered_or_landed, is_ferretdb
 
 LAST_SEQUENCE = "last_sequence"
 
@@ -40,7 +40,11 @@ async def apply_if_newer(collection: Any, key: str, sequence: int, update: dict[
                 current = await collection.find_one({"_id": key}, {LAST_SEQUENCE: 1})
                 if current is not None and not is_newer(sequence, current.get(LAST_SEQUENCE)):
                     return False
-                await collection.update_one({"_id": key}, update, upsert=True)
+                await answered_or_landed(
+                    collection, key, collection.update_one({"_id": key}, update, upsert=True),
+                    lambda doc: doc is not None and not is_newer(sequence, doc.get(LAST_SEQUENCE)),
+                    projection=(LAST_SEQUENCE,),
+                )  # fmt: skip
                 return True
     except AlreadyExists:
         return False

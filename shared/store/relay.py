@@ -25,11 +25,13 @@ from typing import Any
 import structlog
 from prometheus_client import Counter, Gauge
 from pymongo import UpdateOne
+from pymongo.errors import NetworkTimeout
 
 from shared.background import BackgroundTask
 from shared.bus.port import Bus
 from shared.contracts.envelope import Envelope
 from shared.store.locks import document_locks
+from shared.store.mongo import is_ferretdb, until_settled
 from shared.store.repository import OUTBOX
 
 log = structlog.get_logger(__name__)
@@ -138,6 +140,32 @@ def removal(document_id: Any, entries: Sequence[Entry]) -> UpdateOne:
     hand-off's entries are the very dicts the write stored, times cut to milliseconds. The
     filter stays `{_id}` alone: the only one FerretDB 1.24 pushes down (shared/store/mongo.py)."""
     return UpdateOne({"_id": document_id}, {"$pullAll": {OUTBOX: list(entries)}})
+
+
+async def remove_entries(collection: Any, command: Mapping[Any, Sequence[Entry]]) -> None:
+    """Remove published entries from their documents in one command, under the documents'
+    locks. Unanswered on FerretDB, it is awaited until it shows: FerretDB writes each document
+    back whole after the timeout, from a read made before it, and would undo a save made
+    meanwhile (shared/store/mongo.py)."""
+    async with document_locks(collection, command):
+        await _remove_locked(collection, command)
+
+
+async def _remove_locked(collection: Any, command: Mapping[Any, Sequence[Entry]]) -> None:
+    statements = [removal(document_id, entries) for document_id, entries in command.items()]
+    try:
+        await collection.bulk_write(statements, ordered=False)
+    except NetworkTimeout:
+        if not await is_ferretdb(collection):
+            raise
+        removed = {doc: {entry["id"] for entry in entries} for doc, entries in command.items()}
+
+        def landed(document_id: Any, document: Mapping[str, Any] | None) -> bool:
+            left = (entry.get("id") for entry in (document or {}).get(OUTBOX, []))
+            return removed[document_id].isdisjoint(left)
+
+        if not await until_settled(collection, command, landed, projection=(OUTBOX,)):
+            raise
 
 
 class OutboxRelay:
@@ -282,9 +310,7 @@ class OutboxRelay:
                     batch = dict(list(pending.items())[: self._batch_size])
                     commands = removal_commands({d: list(e.values()) for d, e in batch.items()})
                     for command in commands:
-                        statements = [removal(d, entries) for d, entries in command.items()]
-                        async with document_locks(collection, command):
-                            await collection.bulk_write(statements, ordered=False)
+                        await remove_entries(collection, command)
                         for document_id, entries in command.items():
                             left = pending[document_id]
                             for entry in entries:
