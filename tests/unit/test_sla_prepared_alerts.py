@@ -7,7 +7,8 @@ a dict table with a recording sink (no Faust, no broker):
 - an incident event after the firing and before the store numbers its facts after the alerts,
   and the alerts count in the KPIs once;
 - a crash after the firing sends the same alert again with the same sequence;
-- a failed send leaves the state unstored and the due path sends the alert again;
+- a failed send leaves the state unstored and the due path sends the alert again, and a failed
+  batch nobody looks at any more (its tickets revoked) is still reported;
 - a ticket being applied at its instant, or prepared under replaced policies, falls back to
   the due path; revoked partitions forget their entries.
 """
@@ -15,6 +16,7 @@ a dict table with a recording sink (no Faust, no broker):
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -334,3 +336,24 @@ async def test_the_firing_loop_sends_a_prepared_breach_once_its_instant_has_come
         firing.cancel()
     assert len(sink.sent_at) == sends + 1
     assert sink.sent_at[-1] >= deadline
+
+
+async def test_a_failed_batch_of_revoked_tickets_leaves_no_exception_unretrieved() -> None:
+    """Its tickets' entries are gone with their partition, so no due record or incident event
+    looks at its delivery again: the batch's own callback reports the failure."""
+    unretrieved: list[str] = []
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda _, context: unretrieved.append(context["message"]))
+    try:
+        sink = FailingSink()
+        worker = Worker({}, sink=sink)
+        deadline = await breach_prepared(worker)
+        worker.now, sink.failures = deadline, 1
+        await worker.fire()
+        assert sink.attempts == [1]  # the batch's send failed
+        worker.proc.forget({PARTITION})
+        del worker
+        gc.collect()  # a future's unretrieved exception is reported when it is collected
+    finally:
+        loop.set_exception_handler(None)
+    assert unretrieved == []

@@ -257,7 +257,9 @@ class SlaProcessor:
         if sequence is not None and sequence <= state.applied_sequence:
             handled.outcome = "duplicate"
             return
-        fired = await self._delivered_alerts(ticket_id)
+        fired = None
+        if self.alerts.fired(ticket_id) is not None:
+            fired = await self._delivered_alerts(ticket_id)
         if fired is not None:  # sent, not stored yet: the event comes after them
             state, trace = fired.state, fired.trace
         try:
@@ -540,6 +542,7 @@ class SlaProcessor:
             return 0
         records = [(record, None) for entry in ready for record in entry.records]
         delivered = asyncio.ensure_future(self._send_fired(records))
+        delivered.add_done_callback(_report_fired_batch)
         by_partition: dict[int, list[str]] = {}
         for entry in ready:
             self.alerts.mark_fired(entry, delivered)
@@ -747,6 +750,13 @@ class SlaProcessor:
 
 def _is_change_event(type_name: str) -> bool:
     return is_registered(type_name) and issubclass(contract_for(type_name), ChangeEvent)
+
+
+def _report_fired_batch(delivered: asyncio.Future[None]) -> None:
+    """Log a fired batch whose send failed. Its tickets' due records or incident events see
+    it too, but not once a revocation dropped them: then nobody else would retrieve it."""
+    if not delivered.cancelled() and delivered.exception() is not None:
+        log.warning("sla.alerts.batch_failed", error=repr(delivered.exception()))
 
 
 def _is_incident_event(type_name: str) -> bool:
