@@ -13,13 +13,14 @@ from services.incidents import domain
 from services.incidents.access import AccessScope
 from services.incidents.domain import GroupRef, Incident, OpenIncident, Outcome, Policy
 from services.incidents.domain.timeline import entry
+from services.incidents.idempotency import IdempotencyKey
 from services.incidents.store import Group, GroupRepository, IncidentFilter, IncidentRepository
 from shared.auth.principal import Principal, Role
 from shared.auth.reach import AgentReach
 from shared.contracts.incidents import AssignmentGroupSaved, Closure
-from shared.errors import Forbidden, NotFound, PreconditionFailed
+from shared.errors import Forbidden, Invalid, NotFound, PreconditionFailed
 from shared.ids import uuid7
-from shared.store.errors import ConcurrencyConflict
+from shared.store.errors import AlreadyExists, ConcurrencyConflict
 from shared.store.outcomes import store_changed, store_created
 
 SOURCE = "/itsm/incidents"
@@ -50,6 +51,32 @@ async def record(incidents: Incidents, command: OpenIncident, *, now: datetime) 
         command, incident_id=uuid7(), number=number, now=now, policy=incidents.policy
     )
     return await store_new(incidents, outcome, now=now)
+
+
+async def record_once(
+    incidents: Incidents, command: OpenIncident, key: IdempotencyKey, *, now: datetime
+) -> tuple[Incident, bool]:
+    """Record the incident unless a request with the same idempotency key already did: the
+    incident and whether it was there already. The key's incident id is fixed by the caller and
+    the key, so a retry finds it, and two copies of one request racing each other insert the
+    same `_id` (the second gets the first's incident). A key used again with another request
+    is refused."""
+    if await incidents.repo.request_digest(key.incident_id, key.digest, now) != key.digest:
+        raise Invalid("this Idempotency-Key was used with a different request")
+    existing = await incidents.repo.get(key.incident_id)
+    if existing is not None:
+        return existing, True
+    number = f"INC{await incidents.next_number():07d}"
+    outcome = domain.open_incident(
+        command, incident_id=key.incident_id, number=number, now=now, policy=incidents.policy
+    )
+    try:
+        return await store_new(incidents, outcome, now=now), False
+    except AlreadyExists:
+        existing = await incidents.repo.get(key.incident_id)
+        if existing is None:
+            raise
+        return existing, True
 
 
 async def store_new(incidents: Incidents, outcome: Outcome, *, now: datetime) -> Incident:

@@ -190,3 +190,30 @@ async def test_a_write_while_mongodb_is_down_is_a_503_problem(
         assert response.status_code == 503
         assert response.headers["content-type"] == "application/problem+json"
         assert response.headers["retry-after"]
+
+
+async def test_copies_of_one_keyed_create_make_one_incident_and_one_event(
+    signing_key: str, mongo_url: str, kafka_bootstrap: str, mongo_db: object, auth: Auth
+) -> None:
+    """A client repeating a create with its `Idempotency-Key` (a timeout, a lost answer), here
+    five copies at once: one incident in MongoDB, one `created` event on Kafka."""
+    settings = incidents_settings(signing_key, mongo_url, kafka_bootstrap, mongo_db.name)
+    app = create_app(settings)
+    body = {"title": "Core switch down", "impact": 1, "urgency": 1}
+    headers = auth("alice", "requester") | {"Idempotency-Key": "monitor-4711"}
+    async with http_server(app) as client, tail(kafka_bootstrap, Topic.INCIDENTS) as topic:
+        answers = await asyncio.gather(
+            *(client.post("/api/v1/incidents", json=body, headers=headers) for _ in range(5))
+        )
+        assert {a.status_code for a in answers} == {201}, [a.text for a in answers]
+        [incident_id] = {a.json()["id"] for a in answers}
+        records = await topic.collect(
+            lambda rs: any(r.key == incident_id.encode() for r in rs), what="the event"
+        )
+    assert await mongo_db["incidents"].count_documents({"title": "Core switch down"}) == 1
+    events = {
+        (dict(r.headers)["ce_id"], dict(r.headers)["ce_sequence"])
+        for r in records
+        if r.key == incident_id.encode()
+    }
+    assert len(events) == 1 and next(iter(events))[1] == b"1"  # a redelivery is the same event

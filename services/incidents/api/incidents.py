@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Header, Query, Response, status
 from pydantic import AwareDatetime
 
 from services.incidents import handlers
 from services.incidents.api.deps import Reporter, Scope, Service, with_etag
 from services.incidents.domain import OpenIncident, edit_details
+from services.incidents.idempotency import HEADER, KEY_PATTERN, IdempotencyKey
 from services.incidents.schemas import IncidentCreate, IncidentRead, IncidentUpdate, TimelineEntry
 from services.incidents.store import IncidentFilter
 from shared.auth import Role
@@ -31,15 +32,32 @@ PREFIX = router.prefix
     summary="Record an incident or service request",
 )
 async def create_incident(
-    body: IncidentCreate, user: Reporter, incidents: Service, now: Now, response: Response
-) -> IncidentRead:
+    body: IncidentCreate,
+    user: Reporter,
+    incidents: Service,
+    now: Now,
+    response: Response,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias=HEADER, pattern=KEY_PATTERN,
+            description="Repeat the request with the same key to get the same incident, once",
+        ),
+    ] = None,
+) -> IncidentRead:  # fmt: skip
     requester = body.requester or user.subject
     if requester != user.subject and not (user.is_staff or Role.SERVICE in user.roles):
         raise Forbidden("only staff may record an incident on behalf of another user")
-    fields = body.model_dump(exclude={"requester"})
-    incident = await handlers.record(
-        incidents, OpenIncident(requester=requester, **fields), now=now
-    )
+    command = OpenIncident(requester=requester, **body.model_dump(exclude={"requester"}))
+    if idempotency_key is None:
+        incident = await handlers.record(incidents, command, now=now)
+    else:
+        key = IdempotencyKey.of(user.subject, idempotency_key, command)
+        incident, replayed = await handlers.record_once(incidents, command, key, now=now)
+        if replayed and not (await incidents.scope(user)).can_view(incident):
+            raise Forbidden("this Idempotency-Key's incident is no longer one you may see")
+        if replayed:
+            response.headers["Idempotent-Replayed"] = "true"
     response.headers["Location"] = f"{PREFIX}/{incident.id}"
     with_etag(response, incident)
     return IncidentRead.of(incident)
