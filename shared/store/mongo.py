@@ -114,7 +114,7 @@ async def update_if_unchanged(
             result = await collection.update_one({"_id": document_id, **expected}, update)
             return bool(result.matched_count)
         current = await collection.find_one({"_id": document_id}, dict.fromkeys(expected, 1))
-        if current is None or any(current.get(k) != v for k, v in expected.items()):
+        if current is None or _differs(current, expected):
             return False
         result = await answered_or_landed(
             collection, document_id, collection.update_one({"_id": document_id}, update),
