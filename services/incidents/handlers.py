@@ -45,11 +45,14 @@ class Incidents:
         return AccessScope(user=user, reach=reach)
 
 
-async def record(incidents: Incidents, command: OpenIncident, *, now: datetime) -> Incident:
+async def record(
+    incidents: Incidents, command: OpenIncident, *, now: datetime, incident_id: str | None = None
+) -> Incident:
     number = f"INC{await incidents.next_number():07d}"
     outcome = domain.open_incident(
-        command, incident_id=uuid7(), number=number, now=now, policy=incidents.policy
-    )
+        command, incident_id=incident_id or uuid7(), number=number, now=now,
+        policy=incidents.policy,
+    )  # fmt: skip
     return await store_new(incidents, outcome, now=now)
 
 
@@ -66,12 +69,8 @@ async def record_once(
     existing = await incidents.repo.get(key.incident_id)
     if existing is not None:
         return existing, True
-    number = f"INC{await incidents.next_number():07d}"
-    outcome = domain.open_incident(
-        command, incident_id=key.incident_id, number=number, now=now, policy=incidents.policy
-    )
     try:
-        return await store_new(incidents, outcome, now=now), False
+        return await record(incidents, command, now=now, incident_id=key.incident_id), False
     except AlreadyExists:
         existing = await incidents.repo.get(key.incident_id)
         if existing is None:
