@@ -6,7 +6,7 @@ a dict table with a recording sink (no Faust, no broker):
 - a state stored in between (an incident event) drops the preparation;
 - an incident event after the firing and before the store numbers its facts after the alerts,
   and the alerts count in the KPIs once;
-- a crash after the firing sends the same alert again with the same sequence;
+- a crash after the firing sends the same alert again with the same sequence and id;
 - a failed send leaves the state unstored and the due path sends the alert again, and a failed
   batch nobody looks at any more (its tickets revoked) is still reported;
 - a ticket being applied at its instant, or prepared under replaced policies, falls back to
@@ -357,3 +357,23 @@ async def test_a_failed_batch_of_revoked_tickets_leaves_no_exception_unretrieved
     finally:
         loop.set_exception_handler(None)
     assert unretrieved == []
+
+
+async def test_a_breach_sent_again_after_a_crash_is_the_same_event() -> None:
+    """Same id, not only the same sequence: notify keys the escalation a breach starts by the
+    breach's id, and a repeat with a new id paged the on-call twice (e2e fault run)."""
+    worker = Worker({})
+    deadline = await breach_prepared(worker)
+    worker.now = deadline
+    await worker.fire()
+    [sent] = worker.facts(BREACH)
+
+    successor = Worker(dict(worker.table), now=deadline + 2 * S)
+    successor.proc.index.schedule("INC-1", PARTITION, next_wakeup(successor.state("INC-1")))
+    [handled] = await successor.tick()
+
+    [again] = [f for f in handled.facts if f.type == BREACH]
+    assert again.id == sent.id
+    other = Worker({})
+    await breach_prepared(other, "INC-2")
+    assert {f.id for f in other.facts()}.isdisjoint(f.id for f in worker.facts())

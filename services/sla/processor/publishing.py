@@ -8,6 +8,7 @@ recording sink in its place (Faust's test context has no broker).
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -17,6 +18,7 @@ from shared.contracts.envelope import Envelope
 from shared.contracts.sla import SlaEvent
 
 SOURCE = "/itsm/sla"
+_FACT_IDS = uuid.UUID("9d3c2b7e-2f6a-4c1e-8b0d-5a7e6f1c3d29")  # this platform's SLA facts
 Header = tuple[str, bytes]
 
 
@@ -120,10 +122,14 @@ def fact_envelopes(
 ) -> list[Envelope]:
     """The facts as CloudEvents numbered by the SLA state's counter: `state` is the state after
     them, so they are `state.version - len(facts) + 1 … state.version`, in order. Replaying the
-    same input from the same stored state numbers them the same, so consumers drop repeats."""
+    same input from the same stored state numbers them the same, so consumers drop repeats;
+    and each fact's id is its ticket and number (`fact_id`), so a repeat is the same event to a
+    consumer that goes by id too (notify keys its escalations by the breach's id: a breach sent
+    again after a crash, with a new id, paged twice in the fault run)."""
     first = state.version - len(facts) + 1
     return [
         Envelope(
+            id=fact_id(state.ticket_id, first + i),
             type=fact.event_type,
             source=SOURCE,
             subject=state.ticket_id,
@@ -134,6 +140,11 @@ def fact_envelopes(
         )
         for i, fact in enumerate(facts)
     ]
+
+
+def fact_id(ticket_id: str, sequence: int) -> str:
+    """The id of a ticket's `sequence`-th SLA fact: the same each time that fact is sent."""
+    return str(uuid.uuid5(_FACT_IDS, f"{ticket_id}\n{sequence}"))
 
 
 def fact_records(envelopes: Sequence[Envelope]) -> list[tuple[KafkaRecord, int | None]]:
