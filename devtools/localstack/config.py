@@ -111,6 +111,13 @@ def ferretdb_backend() -> str:
     return raw
 
 
+def ferretdb_id_index() -> bool:
+    """Whether FerretDB on SQLite gets the `_id` index its lookups can use
+    (devtools/localstack/sqlite_index.py): ``ITSM_FERRETDB_ID_INDEX``, on unless `0`; off only
+    to measure FerretDB as it comes."""
+    return os.environ.get("ITSM_FERRETDB_ID_INDEX", "1").strip() != "0"
+
+
 def kafka_bootstrap() -> str:
     return f"{HOST}:{kafka_port()}"
 
@@ -168,7 +175,7 @@ def component(name: str) -> Component:
             log_path=logs / "ferretdb.log",
             data_dirs=(state / "ferretdb-data", state / "ferretdb-state")
             + ((postgres_home(),) if on_postgres else ()),
-            extra_logs=(postgres_log(),) if on_postgres else (),
+            extra_logs=(postgres_log(),) if on_postgres else (logs / "ferretdb-id-index.log",),
         )
     expected = ", ".join(COMPONENT_NAMES)
     raise LocalstackError(f"unknown component {name!r} (expected one of {expected})")

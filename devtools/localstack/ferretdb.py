@@ -8,6 +8,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from devtools.localstack.config import (
     HOST,
     LocalstackError,
     cache_dir,
+    ferretdb_id_index,
     mongo_port,
 )
 from devtools.localstack.files import _atomic_build, _is_complete, _make_writable
@@ -24,6 +26,7 @@ from devtools.localstack.logs import _say
 from devtools.localstack.process import (
     _run_logged,
     _spawn,
+    _spawn_companion,
     _tool,
     _wait_until_ready,
     port_in_use,
@@ -176,7 +179,8 @@ def _spawn_ferretdb(
     binary: Path | None = None,
     postgresql_url: str | None = None,
 ) -> subprocess.Popen[bytes]:
-    """Create the data/state dirs and start FerretDB (no waiting); output goes to log_path."""
+    """Create the data/state dirs and start FerretDB (no waiting); output goes to log_path.
+    On SQLite its `_id` index keeper (sqlite_index.py) starts beside it, logging next to it."""
     if postgresql_url is None:
         data_dir.mkdir(parents=True, exist_ok=True)
         for database in remove_empty_databases(data_dir):
@@ -185,7 +189,16 @@ def _spawn_ferretdb(
     cmd = ferretdb_command(
         port, data_dir, state, log_level=log_level, binary=binary, postgresql_url=postgresql_url
     )
-    return _spawn(cmd, log_path, cwd=state)
+    proc = _spawn(cmd, log_path, cwd=state)
+    if postgresql_url is None and ferretdb_id_index():
+        keeper = [sys.executable, "-m", "devtools.localstack.sqlite_index"]
+        keeper += ["--data-dir", str(data_dir), "--watch-pid", str(proc.pid)]
+        _spawn_companion(proc.pid, keeper, _keeper_log(log_path), cwd=state)
+    return proc
+
+
+def _keeper_log(log_path: Path) -> Path:
+    return log_path.with_name(f"{log_path.stem}-id-index.log")
 
 
 def start_ferretdb(

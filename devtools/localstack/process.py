@@ -27,6 +27,9 @@ from devtools.localstack.logs import _print_log_tails, _say
 
 # Popen objects of processes started by this Python process, so that they can be reaped.
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+# Helpers that watch a server of ours and end when it does (FerretDB's index keeper), by the
+# server's pid, so that stopping the server also reaps them.
+_COMPANIONS: dict[int, list[subprocess.Popen[bytes]]] = {}
 
 
 def _tool(name: str, home_env: str | None = None) -> str:
@@ -179,6 +182,26 @@ def _forget_child(pid: int) -> None:
     _CHILDREN.pop(pid, None)
 
 
+def _spawn_companion(
+    server_pid: int, cmd: Sequence[str], log_path: Path, cwd: Path
+) -> subprocess.Popen[bytes]:
+    """Start a helper that ends by itself when the server `server_pid` does."""
+    proc = _spawn(cmd, log_path, cwd)
+    _COMPANIONS.setdefault(server_pid, []).append(proc)
+    return proc
+
+
+def _reap_companions(server_pid: int, timeout: float = 5.0) -> None:
+    """Wait for the helpers of a stopped server to end (stopping those that do not)."""
+    for proc in _COMPANIONS.pop(server_pid, []):
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _terminate_pid(proc.pid, timeout)
+            proc.wait()
+        _forget_child(proc.pid)
+
+
 def _terminate_pid(pid: int, timeout: float) -> None:
     """SIGTERM, wait up to `timeout`, then SIGKILL the process (group)."""
     with contextlib.suppress(ProcessLookupError):
@@ -207,6 +230,7 @@ def stop_recorded(
     started = time.monotonic()
     _terminate_pid(pid, timeout)
     _forget_child(pid)
+    _reap_companions(pid)
     pid_file.unlink(missing_ok=True)
     say(f"stopped {label} ({time.monotonic() - started:.1f}s)")
 
@@ -218,6 +242,7 @@ def stop_process(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
     with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=5.0)
     _forget_child(proc.pid)
+    _reap_companions(proc.pid)
 
 
 def _wait_until_ready(

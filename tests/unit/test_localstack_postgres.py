@@ -48,7 +48,7 @@ def test_sqlite_stays_the_default_and_its_component_is_unchanged(
     assert localstack.ferretdb_backend() == "sqlite"
     comp = localstack.component("ferretdb")
     assert comp.data_dirs == (private_state / "ferretdb-data", private_state / "ferretdb-state")
-    assert comp.extra_logs == ()
+    assert comp.extra_logs == (private_state / "logs" / "ferretdb-id-index.log",)  # its keeper
 
 
 @pytest.mark.parametrize(("raw", "backend"), [("postgresql", "postgresql"), (" PostgreSQL ", "postgresql"), ("sqlite", "sqlite")])  # fmt: skip
