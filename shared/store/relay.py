@@ -4,7 +4,9 @@ Two ways in. The fast path: a write hands the relay the outbox entries it just w
 memory), the relay publishes them at once and removes them from their documents afterwards, in
 batches, off the latency path. The safety net: every `poll_interval` the relay scans for
 documents with pending entries, so events whose hand-off was lost (a crash, a failed publish) are
-never stranded.
+never stranded. The scan reads in a task of its own and queues what it found for the publisher:
+on FerretDB it reads the whole collection (about 0.65 s at 5,000 incidents), and the hand-offs
+must not wait for it.
 
 Publish-then-remove gives at-least-once delivery: a crash in between republishes the events with
 the same sequence, and consumers drop them by sequence. Per aggregate, an event is published only
@@ -17,10 +19,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import OrderedDict, deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
 
 import structlog
 from prometheus_client import Counter, Gauge
@@ -43,6 +45,11 @@ REMOVALS_PER_COMMAND = 10
 MAX_HANDOFF_BATCHES = 20
 # Aggregates whose last published sequence the relay remembers (the fast path's order check).
 REMEMBERED_AGGREGATES = 10_000
+# While scans find no stranded event, each waits twice as long as the last, up to this many
+# poll intervals: on FerretDB (and on MongoDB, without an index on the outbox) a scan reads the
+# whole collection, and after the start-up scan only a crash elsewhere or a dropped hand-off
+# strands an event.
+SCAN_BACKOFF_LIMIT = 12
 PUBLISHED = Counter("itsm_outbox_published_total", "Events relayed from outboxes", ["collection"])
 RELAY_ERRORS = Counter("itsm_outbox_relay_errors_total", "Failed relay passes", ["relay"])
 AWAITING_REMOVAL = Gauge(
@@ -61,6 +68,7 @@ OUTBOX_OLDEST_AGE = Gauge(
     ["collection"],
 )
 
+T = TypeVar("T")
 Key = tuple[str, Any]  # (collection name, document id)
 Entry = dict[str, Any]  # an outbox entry: an event document plus its topic
 
@@ -95,14 +103,16 @@ def plan_handoffs(handoffs: Iterable[Handoff], published_through: Mapping[Key, i
     a gap, a failed publish) reads the document, whose outbox holds every pending entry in order.
     Entries at or below the published sequence are dropped: the relay already sent them.
     """
-    through = dict(published_through)
+    # What this plan publishes, over what the relay published before: copying the relay's
+    # memory of up to REMEMBERED_AGGREGATES would cost more than the pass itself.
+    planned: dict[Key, int] = {}
     reread: set[Key] = set()
     ready: list[tuple[Key, Entry]] = []
     for handoff in handoffs:
         key = handoff.key
         if key in reread:
             continue
-        done = through.get(key, 0)
+        done = planned[key] if key in planned else published_through.get(key, 0)
         entries = [e for e in handoff.entries if e["sequence"] > done]
         if not entries:
             continue
@@ -110,7 +120,7 @@ def plan_handoffs(handoffs: Iterable[Handoff], published_through: Mapping[Key, i
             reread.add(key)
             continue
         ready += [(key, e) for e in entries]
-        through[key] = entries[-1]["sequence"]
+        planned[key] = entries[-1]["sequence"]
     return HandoffPlan([(k, e) for k, e in ready if k not in reread], reread)
 
 
@@ -129,9 +139,13 @@ def outbox_backlog(documents: Iterable[Mapping[str, Any]], now: datetime) -> tup
     times = [entry["time"] for document in documents for entry in document.get(OUTBOX, ())]
     if not times:
         return 0, 0.0
-    # BSON dates come back naive (UTC) unless the client is tz-aware.
-    oldest = min(t if t.tzinfo else t.replace(tzinfo=UTC) for t in times)
+    oldest = min(_aware(t) for t in times)
     return len(times), max(0.0, (now - oldest).total_seconds())
+
+
+def _aware(time: datetime) -> datetime:
+    """BSON dates come back naive (UTC) unless the client is tz-aware."""
+    return time if time.tzinfo else time.replace(tzinfo=UTC)
 
 
 def removal(document_id: Any, entries: Sequence[Entry]) -> UpdateOne:
@@ -188,7 +202,11 @@ class OutboxRelay:
         self._removing = asyncio.Lock()
         self._publisher = BackgroundTask(name)
         self._remover = BackgroundTask(f"{name}-removals")
+        self._scanner = BackgroundTask(f"{name}-scans")
+        self._scan_soon = asyncio.Event()
         self._handoffs: deque[Handoff] = deque()
+        # What scans found, waiting for the publisher: (collection name, documents).
+        self._found: deque[tuple[str, list[dict[str, Any]]]] = deque()
         self._reread: dict[str, set[Any]] = {}
         self._published_through: OrderedDict[Key, int] = OrderedDict()
         # Published (acknowledged), not yet removed: collection -> document id -> id -> entry.
@@ -210,6 +228,7 @@ class OutboxRelay:
                 self._handoffs.append(Handoff(collection_name, document_id, tuple(entries), first))
             else:  # publishing is stuck (broker away): memory stays bounded, the scan finds it
                 log.warning("outbox.handoff_dropped", relay=self.name, document=str(document_id))
+                self._scan_soon.set()
         elif collection_name is not None:
             self._queue_reread(collection_name, [document_id])
         self._wake.set()
@@ -222,8 +241,10 @@ class OutboxRelay:
     async def start(self) -> None:
         self._publisher.start(self._run())
         self._remover.start(self._remove_continuously())
+        self._scanner.start(self._scan_continuously())
 
     async def stop(self) -> None:
+        await self._scanner.stop()
         await self._publisher.stop()
         await self._remover.stop()
 
@@ -231,66 +252,105 @@ class OutboxRelay:
         """One whole pass: publish everything handed off (and, with `scan`, every pending event
         in the collections), then remove everything published. Returns the events published."""
         published = 0
-        while self._handoffs or self._reread:
+        while self._pending_work():
             published += await self.publish_pass(scan=False)
         published += await self.publish_pass(scan=scan)
         await self.remove_published()
         return published
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        failures = 0
-        next_scan = loop.time()  # scan at start-up: a crash may have left events behind
         while True:
             self._wake.clear()
-            scan = loop.time() >= next_scan
+            published = await self._retrying(
+                lambda: self.publish_pass(scan=False), "outbox.relay_failed"
+            )
+            if published or self._pending_work():
+                continue  # there may be more behind this batch
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self._poll_interval)
+
+    async def _retrying(self, step: Callable[[], Awaitable[T]], failed: str) -> T:
+        """One step of a loop, until it succeeds: a failure is counted, logged as `failed` and
+        tried again after a pause that grows with each failure in a row."""
+        failures = 0
+        while True:
             try:
-                published = await self.publish_pass(scan=scan)
-                failures = 0
+                return await step()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 failures += 1
                 RELAY_ERRORS.labels(self.name).inc()
-                log.warning("outbox.relay_failed", relay=self.name, error=repr(exc))
+                log.warning(failed, relay=self.name, error=repr(exc))
                 await asyncio.sleep(min(0.1 * 2**failures, self._poll_interval * 5))
-                continue
-            if scan:  # the next scan one interval later, whatever this one found
-                next_scan = loop.time() + self._poll_interval
-            if published or self._handoffs or self._reread:
-                continue  # there may be more behind this batch
+
+    def _pending_work(self) -> bool:
+        return bool(self._handoffs or self._reread or self._found)
+
+    async def _scan_continuously(self) -> None:
+        """The safety net: scan at start-up (a crash may have left events behind), then one
+        `poll_interval` after each scan that found a stranded event, and twice as long as the
+        last wait after one that did not (up to SCAN_BACKOFF_LIMIT intervals). A dropped
+        hand-off makes the next scan come at once."""
+        wait = self._poll_interval
+        while True:
+            self._scan_soon.clear()
+            stranded = await self._retrying(self._scan_all, "outbox.scan_failed")
+            longest = self._poll_interval * SCAN_BACKOFF_LIMIT
+            wait = self._poll_interval if stranded else min(wait * 2, longest)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=max(0.0, next_scan - loop.time()))
+                await asyncio.wait_for(self._scan_soon.wait(), timeout=wait)
+            if self._scan_soon.is_set():
+                wait = self._poll_interval
+
+    async def _scan_all(self) -> int:
+        """Read every collection's pending documents and queue them for the publisher; returns
+        how many of their events are stranded."""
+        stranded = 0
+        now = datetime.now(UTC)
+        for collection in self._collections:
+            found = await self._scan(collection)
+            self._measure_backlog(collection.name, found)
+            stranded += self._stranded(collection.name, found, now)
+            if found and len(self._found) < MAX_HANDOFF_BATCHES:
+                self._found.append((collection.name, found))
+                self._wake.set()
+        return stranded
+
+    def _stranded(
+        self, collection_name: str, documents: list[dict[str, Any]], now: datetime
+    ) -> int:
+        """Events this relay has not published that are older than a poll interval: younger
+        ones may still be on their way here as hand-offs."""
+        old = now - timedelta(seconds=self._poll_interval)
+        return sum(
+            1
+            for document in documents
+            for entry in document[OUTBOX]
+            if not self._published_before((collection_name, document["_id"]), entry)
+            and _aware(entry["time"]) < old
+        )
 
     async def _remove_continuously(self) -> None:
-        failures = 0
         while True:
             await self._removals_due.wait()
             self._removals_due.clear()
-            try:
-                await self.remove_published()
-                failures = 0
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                failures += 1
-                RELAY_ERRORS.labels(self.name).inc()
-                log.warning("outbox.removal_failed", relay=self.name, error=repr(exc))
-                self._removals_due.set()  # what failed stays queued: retry after a pause
-                await asyncio.sleep(min(0.1 * 2**failures, self._poll_interval * 5))
+            await self._retrying(self.remove_published, "outbox.removal_failed")
 
     async def publish_pass(self, *, scan: bool) -> int:
-        """Publish one batch of handed-off entries and documents to read back, and with `scan`
-        everything pending in the collections; returns the events published. Removal is left
-        to `remove_published`."""
+        """Publish one batch of handed-off entries and documents to read back, then what scans
+        found (with `scan`, after scanning every collection now); returns the events published.
+        Removal is left to `remove_published`."""
         published = 0
         if self._handoffs or self._reread:
             published += await self._publish_handoffs()
         if scan:
-            for collection in self._collections:
-                found = await self._scan(collection)
-                self._measure_backlog(collection.name, found)
-                published += await self._publish_documents(collection.name, found)
+            await self._scan_all()
+        while self._found:
+            # A document read by a scan may be older than what the hand-offs published since:
+            # `_publish_documents` skips every sequence this relay has published.
+            collection_name, found = self._found.popleft()
+            published += await self._publish_documents(collection_name, found)
         return published
 
     @staticmethod
@@ -351,24 +411,28 @@ class OutboxRelay:
         ids.update(document_ids)
         if len(ids) > MAX_HANDOFF_BATCHES * self._batch_size:
             ids.clear()  # publishing is stuck: memory stays bounded, the scan finds them
+            self._scan_soon.set()
 
     async def _publish_documents(
         self, collection_name: str, documents: list[dict[str, Any]]
     ) -> int:
         """Publish what read documents hold that this relay has not published yet (a
         document's outbox holds every pending entry of its aggregate, in order)."""
-        unremoved = self._unremoved.get(collection_name, {})
         entries: list[tuple[Key, Entry]] = []
         for document in documents:
             key = (collection_name, document["_id"])
-            done = self._published_through.get(key, 0)
-            sent = set(unremoved.get(document["_id"], ()))
             for entry in document[OUTBOX]:
-                if entry["sequence"] > done and entry["id"] not in sent:
+                if not self._published_before(key, entry):
                     entries.append((key, entry))
                 else:  # published before (removal pending or lost): remove it as stored
                     self._note_unremoved(key, entry, replace=True)
         return await self._publish(entries)
+
+    def _published_before(self, key: Key, entry: Entry) -> bool:
+        """This relay published the entry (its removal may be pending, or lost)."""
+        if entry["sequence"] <= self._published_through.get(key, 0):
+            return True
+        return entry["id"] in self._unremoved.get(key[0], {}).get(key[1], ())
 
     async def _publish(self, entries: list[tuple[Key, Entry]]) -> int:
         if not entries:

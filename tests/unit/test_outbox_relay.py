@@ -13,7 +13,9 @@ from shared.contracts.envelope import sequenced
 from shared.contracts.incidents import FieldChange, IncidentUpdated
 from shared.store.memory import InMemoryDatabase
 from shared.store.relay import (
+    MAX_HANDOFF_BATCHES,
     REMOVALS_PER_COMMAND,
+    SCAN_BACKOFF_LIMIT,
     Handoff,
     OutboxRelay,
     plan_handoffs,
@@ -95,11 +97,13 @@ def updated(aggregate: str) -> dict[str, Any]:
 
 
 class CountingScans:
-    """The collection as the relay sees it, under steady load: every scan finds new pending
-    events (written by a process whose nudges this relay does not get)."""
+    """The collection as the relay sees it, with the time of every scan. `stranding`: every
+    scan finds a new pending event, written long ago by a process whose nudges this relay does
+    not get (one that crashed)."""
 
-    def __init__(self, collection: Any) -> None:
+    def __init__(self, collection: Any, *, stranding: bool = True) -> None:
         self._collection = collection
+        self._stranding = stranding
         self.name = collection.name
         self.scans: list[float] = []
 
@@ -109,8 +113,15 @@ class CountingScans:
     def find(self, *args: Any, **kwargs: Any) -> Any:
         self.scans.append(asyncio.get_running_loop().time())
         n = len(self.scans)
-        self._collection._docs[f"d{n}"] = {"_id": f"d{n}", "outbox": [updated(f"d{n}")]}
+        if self._stranding:
+            self._collection._docs[f"d{n}"] = {"_id": f"d{n}", "outbox": [updated(f"d{n}")]}
         return self._collection.find(*args, **kwargs)
+
+    def strand(self, aggregate: str) -> None:
+        self._collection._docs[aggregate] = {"_id": aggregate, "outbox": [updated(aggregate)]}
+
+    def gaps(self) -> list[float]:
+        return [b - a for a, b in zip(self.scans, self.scans[1:], strict=False)]
 
 
 async def test_the_safety_scan_waits_its_interval_even_when_it_finds_events() -> None:
@@ -129,3 +140,103 @@ async def test_the_safety_scan_waits_its_interval_even_when_it_finds_events() ->
 
 async def _length(items: list[Any]) -> int:
     return len(items)
+
+
+class SlowScans:
+    """The collection on FerretDB, where the safety scan reads every document: the scan's
+    read lasts until the test lets it end."""
+
+    def __init__(self, collection: Any) -> None:
+        self._collection = collection
+        self.name = collection.name
+        self.scanning = asyncio.Event()
+        self.let_scan_end = asyncio.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._collection, name)
+
+    def find(self, *args: Any, **kwargs: Any) -> Any:
+        cursor = self._collection.find(*args, **kwargs)
+        slow = self
+
+        class SlowCursor:
+            def limit(self, n: int) -> SlowCursor:
+                cursor.limit(n)
+                return self
+
+            async def to_list(self) -> list[dict[str, Any]]:
+                slow.scanning.set()
+                await slow.let_scan_end.wait()
+                found: list[dict[str, Any]] = await cursor.to_list()
+                return found
+
+        return SlowCursor()
+
+
+async def test_a_handed_off_event_goes_out_while_a_scan_is_still_reading() -> None:
+    bus = InMemoryBus()
+    collection = SlowScans(InMemoryDatabase()["docs"])
+    relay = OutboxRelay(bus, [collection], poll_interval=3600)
+    await relay.start()
+    try:
+        await asyncio.wait_for(collection.scanning.wait(), timeout=10)  # the start-up scan
+        await collection.insert_one({"_id": "a", "outbox": [written := updated("a")]})
+        relay.nudge(collection.name, "a", [written], first=True)
+
+        await eventually(lambda: _count(bus), until=lambda n: n == 1, timeout=10)
+        assert not collection.let_scan_end.is_set()
+    finally:
+        collection.let_scan_end.set()
+        await relay.stop()
+
+
+async def _count(bus: InMemoryBus) -> int:
+    return len(bus.records(Topic.INCIDENTS))
+
+
+async def test_scans_that_find_nothing_stranded_back_off_to_their_limit() -> None:
+    collection = CountingScans(InMemoryDatabase()["docs"], stranding=False)
+    relay = OutboxRelay(InMemoryBus(), [collection], poll_interval=0.02)
+    await relay.start()
+    try:
+        await eventually(lambda: _length(collection.scans), until=lambda n: n >= 7, timeout=10)
+    finally:
+        await relay.stop()
+    longest = 0.02 * SCAN_BACKOFF_LIMIT
+    gaps = collection.gaps()[:6]
+    assert [round(g / 0.02) for g in gaps[:3]] == [2, 4, 8], gaps  # twice the last wait
+    assert all(longest * 0.95 <= g <= longest * 1.5 for g in gaps[4:]), gaps
+
+
+async def test_a_stranded_event_brings_the_scans_back_to_their_interval() -> None:
+    bus = InMemoryBus()
+    collection = CountingScans(InMemoryDatabase()["docs"], stranding=False)
+    relay = OutboxRelay(bus, [collection], poll_interval=0.02)
+    await relay.start()
+    try:
+        await eventually(lambda: _length(collection.scans), until=lambda n: n >= 6, timeout=10)
+        backed_off = len(collection.scans)
+        collection.strand("left-by-a-crash")
+        await eventually(lambda: _count(bus), until=lambda n: n == 1, timeout=10)
+        await eventually(
+            lambda: _length(collection.scans), until=lambda n: n >= backed_off + 3, timeout=10
+        )
+    finally:
+        await relay.stop()
+    before, after = collection.gaps()[3 : backed_off - 1], collection.gaps()[backed_off:]
+    assert min(before) > 0.02 * 3, before  # backed off ...
+    assert min(after) < 0.02 * 1.5, after  # ... and one interval after the scan that found it
+
+
+async def test_a_dropped_hand_off_makes_the_next_scan_come_at_once() -> None:
+    collection = CountingScans(InMemoryDatabase()["docs"], stranding=False)
+    relay = OutboxRelay(InMemoryBus(), [collection], poll_interval=3600, batch_size=1)
+    await relay.start()
+    try:
+        await eventually(lambda: _length(collection.scans), until=lambda n: n == 1, timeout=10)
+        for n in range(MAX_HANDOFF_BATCHES + 1):  # no await: the publisher cannot drain them
+            relay.nudge(collection.name, f"d{n}", [updated(f"d{n}")], first=True)
+
+        await eventually(lambda: _length(collection.scans), until=lambda n: n == 2, timeout=10)
+    finally:
+        await relay.stop()
