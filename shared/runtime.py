@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -172,6 +173,11 @@ def service_app(
         unit = await build(settings, active)
         attach(app, active, unit)
         await unit.start()
+        if runtime is None:
+            # What start-up made (modules, the app, its schemas, clients) lives as long as the
+            # process: out of the collector's way, a full collection pauses requests for
+            # what they made only (docs/benchmarks.md, "Garbage collection pauses").
+            gc.freeze()
         try:
             yield
         finally:
