@@ -14,6 +14,7 @@ from services.changes.domain import actions
 from services.changes.domain.model import Change, Outcome, Plan, Window
 from services.changes.domain.scheduling import within_maintenance
 from services.changes.store import (
+    IDEMPOTENCY_KEYS,
     ApprovalGroupRepository,
     ChangeFilter,
     ChangeRepository,
@@ -27,6 +28,8 @@ from shared.auth.principal import Principal, Role
 from shared.contracts.changes import ChangeEvent
 from shared.errors import Forbidden, Invalid, NotFound, PreconditionFailed
 from shared.ids import uuid7
+from shared.store import idempotency
+from shared.store.idempotency import IdempotencyKey
 from shared.store.outcomes import store_changed, store_created
 
 SOURCE = "/itsm/changes"
@@ -73,18 +76,33 @@ async def check_items(changes: Changes, items: tuple[str, ...]) -> None:
         raise Invalid(f"unknown configuration items: {', '.join(unknown)}")
 
 
-async def create(changes: Changes, command: actions.NewChange, *, now: datetime) -> Change:
+async def create(
+    changes: Changes, command: actions.NewChange, *, now: datetime, change_id: str | None = None
+) -> Change:
     if command.change_type == "standard":
         command = await from_template(changes, command)
     if not command.configuration_items:
         raise Invalid("name at least one configuration item the change affects")
     await check_items(changes, command.configuration_items)
     number = f"CHG{await changes.next_number():07d}"
-    change, events = actions.create(command, change_id=uuid7(), number=number, now=now)
+    change, events = actions.create(command, change_id=change_id or uuid7(), number=number, now=now)
     return await store_created(
         changes.repo, change, events, aggregate_id=change.id, source=SOURCE, now=now,
         audit=entry(None, change, events, now),
     )  # fmt: skip
+
+
+async def create_once(
+    changes: Changes, command: actions.NewChange, key: IdempotencyKey, *, now: datetime
+) -> tuple[Change, bool]:
+    """Create the change unless a request with the same idempotency key already did: the
+    change and whether it was there already (shared/store/idempotency.py)."""
+    keys = changes.repo.database[IDEMPOTENCY_KEYS]
+
+    async def create_as(change_id: str) -> Change:
+        return await create(changes, command, now=now, change_id=change_id)
+
+    return await idempotency.create_once(changes.repo, keys, key, create_as, now=now)
 
 
 async def from_template(changes: Changes, command: actions.NewChange) -> actions.NewChange:

@@ -4,6 +4,7 @@ timeline, and the catalogs they are checked against (templates, items, windows, 
 from __future__ import annotations
 
 import re
+import uuid
 from dataclasses import asdict, dataclass
 from datetime import datetime, time, timedelta
 from typing import Any
@@ -22,6 +23,9 @@ from services.changes.domain.scheduling import HOLDING_STATUSES, FreezeWindow, M
 from shared.store.repository import AggregateRepository
 
 DONE = ("completed", "review", "closed")
+IDEMPOTENCY_KEYS = "change_idempotency_keys"
+# The name space of change ids derived from idempotency keys (shared/store/idempotency.py).
+IDEMPOTENCY_NAMESPACE = uuid.UUID("0d7c2a9e-3b5f-4e61-8f2a-9c4d1b6e7a30")
 
 
 def _window(raw: dict[str, Any] | None) -> Window | None:

@@ -13,14 +13,20 @@ from services.incidents import domain
 from services.incidents.access import AccessScope
 from services.incidents.domain import GroupRef, Incident, OpenIncident, Outcome, Policy
 from services.incidents.domain.timeline import entry
-from services.incidents.idempotency import IdempotencyKey
-from services.incidents.store import Group, GroupRepository, IncidentFilter, IncidentRepository
+from services.incidents.store import (
+    IDEMPOTENCY_KEYS,
+    Group,
+    GroupRepository,
+    IncidentFilter,
+    IncidentRepository,
+)
 from shared.auth.principal import Principal, Role
 from shared.auth.reach import AgentReach
 from shared.contracts.incidents import AssignmentGroupSaved, Closure
-from shared.errors import Forbidden, Invalid, NotFound, PreconditionFailed
+from shared.errors import Forbidden, NotFound, PreconditionFailed
 from shared.ids import uuid7
-from shared.store.errors import AlreadyExists, ConcurrencyConflict
+from shared.store.errors import ConcurrencyConflict
+from shared.store.idempotency import IdempotencyKey, create_once
 from shared.store.outcomes import store_changed, store_created
 
 SOURCE = "/itsm/incidents"
@@ -60,22 +66,13 @@ async def record_once(
     incidents: Incidents, command: OpenIncident, key: IdempotencyKey, *, now: datetime
 ) -> tuple[Incident, bool]:
     """Record the incident unless a request with the same idempotency key already did: the
-    incident and whether it was there already. The key's incident id is fixed by the caller and
-    the key, so a retry finds it, and two copies of one request racing each other insert the
-    same `_id` (the second gets the first's incident). A key used again with another request
-    is refused."""
-    if await incidents.repo.request_digest(key.incident_id, key.digest, now) != key.digest:
-        raise Invalid("this Idempotency-Key was used with a different request")
-    existing = await incidents.repo.get(key.incident_id)
-    if existing is not None:
-        return existing, True
-    try:
-        return await record(incidents, command, now=now, incident_id=key.incident_id), False
-    except AlreadyExists:
-        existing = await incidents.repo.get(key.incident_id)
-        if existing is None:
-            raise
-        return existing, True
+    incident and whether it was there already (shared/store/idempotency.py)."""
+    keys = incidents.repo.database[IDEMPOTENCY_KEYS]
+
+    async def record_as(incident_id: str) -> Incident:
+        return await record(incidents, command, now=now, incident_id=incident_id)
+
+    return await create_once(incidents.repo, keys, key, record_as, now=now)
 
 
 async def store_new(incidents: Incidents, outcome: Outcome, *, now: datetime) -> Incident:

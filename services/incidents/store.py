@@ -4,19 +4,22 @@ groups, and the queries behind the list endpoint (MongoDB or the in-memory twin)
 from __future__ import annotations
 
 import re
+import uuid
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
 from services.incidents.domain import OPEN_STATUSES, AlertLink, Incident
 from shared.contracts.incidents import Tier
-from shared.store.errors import AlreadyExists, translated_errors
+from shared.store.errors import translated_errors
 from shared.store.locks import document_lock
 from shared.store.repository import AggregateRepository
 
 TEXT_QUERY_MAX = 100
 ALERT_INDEX = "incident_alert_index"
 IDEMPOTENCY_KEYS = "incident_idempotency_keys"
+# The name space of incident ids derived from idempotency keys (shared/store/idempotency.py).
+IDEMPOTENCY_NAMESPACE = uuid.UUID("5b0a3f56-6f1e-4c86-9a52-6f0c1a8e2d41")
 OPEN = sorted(OPEN_STATUSES)
 
 
@@ -53,20 +56,6 @@ class IncidentRepository(AggregateRepository[Incident]):
         """fingerprint -> the incident last opened for it: a lookup by _id, instead of a scan of
         incident documents, for every firing of an alert storm."""
         return self.database[ALERT_INDEX]
-
-    async def request_digest(self, incident_id: str, digest: str, now: datetime) -> str:
-        """The digest of the request that an idempotency key's incident is created from: this
-        one if it is the first to claim the key, else the first's (one insert by `_id`, so two
-        requests racing on one key agree on the winner)."""
-        keys = self.database[IDEMPOTENCY_KEYS]
-        try:
-            async with translated_errors():
-                await keys.insert_one({"_id": incident_id, "digest": digest, "at": now})
-            return digest
-        except AlreadyExists:
-            async with translated_errors():
-                claimed = await keys.find_one({"_id": incident_id})
-            return digest if claimed is None else str(claimed["digest"])
 
     async def open_for_alert(self, fingerprint: str) -> Incident | None:
         async with translated_errors():

@@ -4,6 +4,7 @@ gets a suggested link, and one naming a change is linked to it."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -164,3 +165,29 @@ async def test_incidents_are_linked_to_the_changes_they_name_or_recently_touched
         assert [c["id"] for c in page["items"]] == [change["id"]] and page["total"] == 1
         hidden = await api.call("GET", f"/api/v1/changes?incident={incident}", "other")
         assert hidden == {**hidden, "items": [], "total": 0}  # not their change
+
+
+async def test_copies_of_one_keyed_change_request_make_one_change_and_one_event(
+    api: Api, kafka_bootstrap: str
+) -> None:
+    """A pipeline repeating its change request with the same `Idempotency-Key` (a timeout, a
+    lost answer), here five copies at once: one change in MongoDB, one `created` event."""
+    body = {
+        "title": "Rotate TLS certificates", "change_type": "normal",
+        "configuration_items": ["rtr-1"],
+        "plan": {"implementation": "rotate", "backout": "restore", "test": "curl"},
+    }  # fmt: skip
+    headers = api.h("requester") | {"Idempotency-Key": "pipeline-run-1234"}
+    async with tail(kafka_bootstrap, Topic.CHANGES) as topic:
+        answers = await asyncio.gather(
+            *(api.client.post("/api/v1/changes", json=body, headers=headers) for _ in range(5))
+        )
+        assert {a.status_code for a in answers} == {201}, [a.text for a in answers]
+        [change_id] = {a.json()["id"] for a in answers}
+        records = await topic.collect(
+            lambda rs: any(r.key == change_id.encode() for r in rs), what="the event"
+        )
+    listed = await api.call("GET", "/api/v1/changes?q=Rotate", "manager")
+    assert [c["id"] for c in listed["items"]] == [change_id]
+    events = {decode(r).id for r in records if r.key == change_id.encode()}
+    assert len(events) == 1  # a redelivery would be the same event

@@ -3,6 +3,7 @@ input, scheduling conflicts and freezes, the calendar, access control."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -13,6 +14,7 @@ import pytest
 from services.changes.main import ChangesSettings, create_app
 from shared.bus.memory import InMemoryBus
 from shared.contracts import Envelope, Topic
+from shared.contracts.codec import decode
 from shared.contracts.incidents import IncidentCreated
 from shared.runtime import Runtime, in_memory
 from shared.settings import ServiceSettings
@@ -360,3 +362,82 @@ async def test_the_changes_linked_to_an_incident(api: Api) -> None:
         assert response.status_code == 422, response.text
         assert response.headers["content-type"] == "application/problem+json"
         assert "incident" in response.text
+
+
+# Idempotent creates (`Idempotency-Key`, shared/store/idempotency.py).
+
+
+async def create_with_key(
+    api: Api, key: str | bytes | None, persona: str = "requester", **fields: Any
+) -> httpx.Response:
+    body = {
+        "title": "Upgrade core router firmware", "change_type": "normal",
+        "configuration_items": ["rtr-1"],
+        "plan": {"implementation": "flash", "backout": "reflash", "test": "ping"},
+        **fields,
+    }  # fmt: skip
+    headers: dict[str, str | bytes] = {**api.h(persona)}
+    if key is not None:
+        headers["Idempotency-Key"] = key
+    return await api.client.post(BASE, json=body, headers=headers)
+
+
+async def changes_listed(api: Api) -> list[str]:
+    return [c["id"] for c in (await api.call("GET", BASE, "manager"))["items"]]
+
+
+async def test_a_repeated_change_request_answers_the_same_change_and_records_it_once(
+    api: Api,
+) -> None:
+    first = await create_with_key(api, "chg-retry-1")
+    again = await create_with_key(api, "chg-retry-1")
+
+    assert first.status_code == again.status_code == 201, (first.text, again.text)
+    assert again.json()["id"] == first.json()["id"]
+    assert again.json()["number"] == first.json()["number"] == "CHG0000001"
+    assert again.headers["Location"] == first.headers["Location"]
+    assert "Idempotent-Replayed" not in first.headers
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert await changes_listed(api) == [first.json()["id"]]
+    published = await eventually(
+        lambda: _records(api, Topic.CHANGES), until=lambda records: len(records) >= 1
+    )
+    assert [decode(r).type for r in published] == ["itsm.change.created.v1"]  # once
+
+
+async def test_copies_of_one_change_request_racing_each_other_record_one_change(api: Api) -> None:
+    answers = await asyncio.gather(*(create_with_key(api, "chg-storm") for _ in range(5)))
+
+    assert {a.status_code for a in answers} == {201}, [a.text for a in answers]
+    assert len({a.json()["id"] for a in answers}) == 1
+    assert sum("Idempotent-Replayed" in a.headers for a in answers) == 4
+    assert len(await changes_listed(api)) == 1
+
+
+async def test_a_change_key_with_another_request_or_another_caller(api: Api) -> None:
+    assert (await create_with_key(api, "chg-k")).status_code == 201
+    other = await create_with_key(api, "chg-k", title="Replace core switch")
+    assert other.status_code == 422, other.text
+    assert other.headers["content-type"].startswith("application/problem+json")
+    assert "Idempotency-Key" in other.json()["detail"]
+
+    # Another caller's same key is another request: a change of their own.
+    theirs = await create_with_key(api, "chg-k", persona="other")
+    assert theirs.status_code == 201 and "Idempotent-Replayed" not in theirs.headers
+    assert len(await changes_listed(api)) == 2
+
+
+@pytest.mark.parametrize("key", ["", "has space", "x" * 256, "é".encode("latin-1")])
+async def test_a_malformed_change_key_is_a_422_naming_the_header(
+    api: Api, key: str | bytes
+) -> None:
+    response = await create_with_key(api, key)
+
+    assert response.status_code == 422, response.text
+    assert "Idempotency-Key" in response.text
+    assert await changes_listed(api) == []
+
+
+async def _records(api: Api, topic: str) -> list[Any]:
+    assert api.bus is not None
+    return list(api.bus.records(topic))

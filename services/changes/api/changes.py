@@ -24,13 +24,15 @@ from services.changes.schemas import (
     ChangeUpdate,
     RiskRead,
 )
-from services.changes.store import ChangeFilter
+from services.changes.store import IDEMPOTENCY_NAMESPACE, ChangeFilter
 from shared.contracts.changes import ChangeStatus, ChangeType
 from shared.errors import Invalid
 from shared.http.clock import Now
 from shared.http.etag import RequiredIfMatch
+from shared.http.idempotency import IdempotencyKeyHeader
 from shared.http.pagination import Page, Pagination
 from shared.http.problems import problem_responses
+from shared.store.idempotency import REPLAYED, IdempotencyKey
 
 router = APIRouter(prefix="/api/v1/changes", tags=["changes"])
 MAX_CALENDAR = timedelta(days=92)
@@ -47,7 +49,12 @@ def window_of(start: datetime | None, end: datetime | None) -> Window | None:
     summary="Request a change (standard from a template, normal, or emergency)",
 )
 async def create_change(
-    body: ChangeCreate, scope: Scope, changes: Service, now: Now, response: Response
+    body: ChangeCreate,
+    scope: Scope,
+    changes: Service,
+    now: Now,
+    response: Response,
+    idempotency_key: IdempotencyKeyHeader = None,
 ) -> ChangeRead:
     command = NewChange(
         title=body.title,
@@ -62,7 +69,15 @@ async def create_change(
         window=window_of(body.planned_start, body.planned_end),
         answers=RiskAnswers(**body.risk_answers.model_dump()),
     )
-    change = await handlers.create(changes, command, now=now)
+    if idempotency_key is None:
+        change = await handlers.create(changes, command, now=now)
+    else:
+        key = IdempotencyKey.of(IDEMPOTENCY_NAMESPACE, scope.subject, idempotency_key, command)
+        # The key's change is the caller's own request (its id derives from the caller), and
+        # a change's requester may always see it: no access check beyond the create's.
+        change, replayed = await handlers.create_once(changes, command, key, now=now)
+        if replayed:
+            response.headers[REPLAYED] = "true"
     response.headers["Location"] = f"{router.prefix}/{change.id}"
     with_etag(response, change)
     return ChangeRead.of(change)

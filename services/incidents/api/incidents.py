@@ -4,22 +4,23 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Response, status
+from fastapi import APIRouter, Query, Response, status
 from pydantic import AwareDatetime
 
 from services.incidents import handlers
 from services.incidents.api.deps import Reporter, Scope, Service, with_etag
 from services.incidents.domain import OpenIncident, edit_details
-from services.incidents.idempotency import HEADER, KEY_PATTERN, IdempotencyKey
 from services.incidents.schemas import IncidentCreate, IncidentRead, IncidentUpdate, TimelineEntry
-from services.incidents.store import IncidentFilter
+from services.incidents.store import IDEMPOTENCY_NAMESPACE, IncidentFilter
 from shared.auth import Role
 from shared.contracts.incidents import Priority, Status
 from shared.errors import Forbidden
 from shared.http.clock import Now
 from shared.http.etag import RequiredIfMatch
+from shared.http.idempotency import IdempotencyKeyHeader
 from shared.http.pagination import Page, Pagination
 from shared.http.problems import problem_responses
+from shared.store.idempotency import HEADER, REPLAYED, IdempotencyKey
 
 router = APIRouter(prefix="/api/v1/incidents", tags=["incidents"])
 PREFIX = router.prefix
@@ -37,14 +38,8 @@ async def create_incident(
     incidents: Service,
     now: Now,
     response: Response,
-    idempotency_key: Annotated[
-        str | None,
-        Header(
-            alias=HEADER, pattern=KEY_PATTERN,
-            description="Repeat the request with the same key to get the same incident, once",
-        ),
-    ] = None,
-) -> IncidentRead:  # fmt: skip
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> IncidentRead:
     requester = body.requester or user.subject
     if requester != user.subject and not (user.is_staff or Role.SERVICE in user.roles):
         raise Forbidden("only staff may record an incident on behalf of another user")
@@ -52,12 +47,12 @@ async def create_incident(
     if idempotency_key is None:
         incident = await handlers.record(incidents, command, now=now)
     else:
-        key = IdempotencyKey.of(user.subject, idempotency_key, command)
+        key = IdempotencyKey.of(IDEMPOTENCY_NAMESPACE, user.subject, idempotency_key, command)
         incident, replayed = await handlers.record_once(incidents, command, key, now=now)
         if replayed and not (await incidents.scope(user)).can_view(incident):
-            raise Forbidden("this Idempotency-Key's incident is no longer one you may see")
+            raise Forbidden(f"this {HEADER}'s incident is no longer one you may see")
         if replayed:
-            response.headers["Idempotent-Replayed"] = "true"
+            response.headers[REPLAYED] = "true"
     response.headers["Location"] = f"{PREFIX}/{incident.id}"
     with_etag(response, incident)
     return IncidentRead.of(incident)
