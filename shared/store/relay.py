@@ -348,9 +348,11 @@ class OutboxRelay:
             await self._scan_all()
         while self._found:
             # A document read by a scan may be older than what the hand-offs published since:
-            # `_publish_documents` skips every sequence this relay has published.
-            collection_name, found = self._found.popleft()
+            # `_publish_documents` skips every sequence this relay has published. What fails
+            # to go out stays queued for the retry, not for a scan that may be a minute away.
+            collection_name, found = self._found[0]
             published += await self._publish_documents(collection_name, found)
+            self._found.popleft()
         return published
 
     @staticmethod

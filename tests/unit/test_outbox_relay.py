@@ -240,3 +240,30 @@ async def test_a_dropped_hand_off_makes_the_next_scan_come_at_once() -> None:
         await eventually(lambda: _length(collection.scans), until=lambda n: n == 2, timeout=10)
     finally:
         await relay.stop()
+
+
+class FailingOnce(InMemoryBus):
+    """A broker that refuses the first publish (a leader election, say)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.refused = 0
+
+    async def publish(self, topic: str, envelopes: Any) -> None:
+        if not self.refused:
+            self.refused += 1
+            raise ConnectionError("no leader for the partition")
+        await super().publish(topic, envelopes)
+
+
+async def test_what_a_scan_found_and_failed_to_publish_is_retried_without_another_scan() -> None:
+    bus = FailingOnce()
+    collection = CountingScans(InMemoryDatabase()["docs"], stranding=False)
+    collection.strand("left-by-a-crash")
+    relay = OutboxRelay(bus, [collection], poll_interval=3600)
+    await relay.start()
+    try:
+        await eventually(lambda: _count(bus), until=lambda n: n == 1, timeout=10)
+    finally:
+        await relay.stop()
+    assert bus.refused == 1 and len(collection.scans) == 1
