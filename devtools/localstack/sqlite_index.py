@@ -67,7 +67,7 @@ def index_database(path: Path) -> tuple[list[str], bool]:
         conn = sqlite3.connect(
             f"file:{path}?mode=rw", uri=True, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000
         )
-    except sqlite3.OperationalError:
+    except sqlite3.DatabaseError:
         return [], False
     indexed = []
     try:
@@ -75,7 +75,7 @@ def index_database(path: Path) -> tuple[list[str], bool]:
             name = f"{table}{INDEX_SUFFIX}"
             conn.execute(f'CREATE INDEX IF NOT EXISTS "{name}" ON "{table}" ({ID_PATH})')
             indexed.append(table)
-    except sqlite3.OperationalError:
+    except sqlite3.DatabaseError:  # busy, or not (yet) a database of FerretDB's
         return indexed, False
     finally:
         conn.close()
@@ -127,9 +127,16 @@ def keep_indexed(data_dir: Path, watch_pid: int, interval: float = INTERVAL) -> 
     """Index new collection tables in `data_dir` until process `watch_pid` (FerretDB) exits."""
     keeper = IndexKeeper(data_dir)
     while _pid_alive(watch_pid):
-        for name in keeper.sweep():
-            print(f"{time.strftime('%H:%M:%S')} indexed the `_id` path of {name}", flush=True)
+        try:
+            for name in keeper.sweep():
+                _say(f"indexed the `_id` path of {name}")
+        except Exception as exc:  # a keeper that stopped would go unnoticed
+            _say(f"sweep failed, trying again: {exc!r}")
         time.sleep(interval)
+
+
+def _say(line: str) -> None:
+    print(f"{time.strftime('%H:%M:%S')} {line}", flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -90,3 +90,10 @@ def test_files_that_are_not_yet_ferretdb_databases_are_left_alone(tmp_path: Path
     assert (tmp_path / "creating.sqlite").stat().st_size == 0
     ferretdb_database(tmp_path / "half.sqlite", "incidents_1a2b")
     assert keeper.sweep() == ["half.sqlite:incidents_1a2b"]
+
+
+def test_a_file_that_is_not_a_database_is_left_alone(tmp_path: Path) -> None:
+    (tmp_path / "torn.sqlite").write_bytes(b"not a database, " * 512)
+    ferretdb_database(tmp_path / "app.sqlite", "incidents_1a2b")
+
+    assert IndexKeeper(tmp_path).sweep() == ["app.sqlite:incidents_1a2b"]
