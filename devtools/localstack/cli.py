@@ -9,13 +9,18 @@ from collections.abc import Sequence
 from devtools.localstack.config import (
     COMPONENT_NAMES,
     DEFAULT_TIMEOUT,
+    FERRETDB,
+    SQLITE,
     STOP_TIMEOUT,
     LocalstackError,
     cache_dir,
     component,
     env_vars,
+    ferretdb_backend,
+    ferretdb_id_index,
 )
 from devtools.localstack.logs import _print_logs, _say
+from devtools.localstack.sqlite_index import keeper_of
 from devtools.localstack.stack import down, provision, status, up
 
 EXIT_ERROR = 1
@@ -114,6 +119,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             for st in results:
                 pid = str(st.pid) if st.pid is not None else "-"
                 print(f"{st.name:<9} {st.state:<13} pid {pid:<8} {st.address:<16} {st.log_path}")
+                if st.name == FERRETDB and st.pid is not None and ferretdb_backend() == SQLITE:
+                    print(f"          {_keeper_state(st.pid)}")
             if any(st.port_busy for st in results):
                 print("* port in use by a process not managed from this state dir")
             return 0 if all(st.running for st in results) else EXIT_NOT_RUNNING
@@ -132,3 +139,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     return 0
+
+
+def _keeper_state(ferretdb_pid: int) -> str:
+    keeper = keeper_of(ferretdb_pid)
+    if keeper is not None:
+        return f"_id index keeper: running, pid {keeper}"
+    why = "ITSM_FERRETDB_ID_INDEX=0" if not ferretdb_id_index() else "see its log"
+    return f"_id index keeper: not running ({why}); lookups by _id scan their collection"

@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+from devtools.localstack import sqlite_index
 from devtools.localstack.config import (
     FERRETDB_MODULE,
     FERRETDB_VERSION,
@@ -191,7 +192,7 @@ def _spawn_ferretdb(
     )
     proc = _spawn(cmd, log_path, cwd=state)
     if postgresql_url is None and ferretdb_id_index():
-        keeper = [sys.executable, "-m", "devtools.localstack.sqlite_index"]
+        keeper = [sys.executable, "-m", sqlite_index.MODULE]
         keeper += ["--data-dir", str(data_dir), "--watch-pid", str(proc.pid)]
         _spawn_companion(proc.pid, keeper, _keeper_log(log_path), cwd=state)
     return proc

@@ -29,6 +29,7 @@ from devtools.localstack.process import _pid_alive
 
 # FerretDB's expression for `_id` (internal/backends/sqlite/metadata: IDColumn).
 ID_PATH = "_ferretdb_sjson->'$._id'"
+MODULE = "devtools.localstack.sqlite_index"  # run as `python -m MODULE`
 INDEX_SUFFIX = "__itsm_id_path"
 INTERVAL = 0.2
 # A table's first index build must not hold FerretDB's writers for long; a busy database is
@@ -137,6 +138,21 @@ def keep_indexed(data_dir: Path, watch_pid: int, interval: float = INTERVAL) -> 
 
 def _say(line: str) -> None:
     print(f"{time.strftime('%H:%M:%S')} {line}", flush=True)
+
+
+def keeper_of(ferretdb_pid: int) -> int | None:
+    """The pid of the keeper that watches this FerretDB, if one runs (found in /proc)."""
+    wanted = [MODULE, "--watch-pid", str(ferretdb_pid)]
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            args = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if all(arg in args for arg in wanted):
+            return int(entry.name)
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -94,3 +94,4 @@ def test_status_reports_shared_stack_running() -> None:
     lines = {line.split()[0]: line.split()[1] for line in result.stdout.splitlines() if line}
     assert lines["kafka"] == "running"
     assert lines["ferretdb"] == "running"
+    assert "_id index keeper: running, pid " in result.stdout  # FerretDB's SQLite lookups
