@@ -2,11 +2,11 @@
 
 Two ways in. The fast path: a write hands the relay the outbox entries it just wrote (they are in
 memory), the relay publishes them at once and removes them from their documents afterwards, in
-batches, off the latency path. The safety net: every `poll_interval` the relay scans for
-documents with pending entries, so events whose hand-off was lost (a crash, a failed publish) are
-never stranded. The scan reads in a task of its own and queues what it found for the publisher:
-on FerretDB it reads the whole collection (about 0.65 s at 5,000 incidents), and the hand-offs
-must not wait for it.
+batches, off the latency path. The safety net: at start-up and then periodically the relay
+scans for documents with pending entries, so events whose hand-off was lost (a crash, a failed
+publish) are never stranded. The scan reads in a task of its own and queues what it found for
+the publisher: on FerretDB it reads the whole collection (about 0.65 s at 5,000 incidents), and
+the hand-offs must not wait for it. While scans find nothing stranded they back off.
 
 Publish-then-remove gives at-least-once delivery: a crash in between republishes the events with
 the same sequence, and consumers drop them by sequence. Per aggregate, an event is published only

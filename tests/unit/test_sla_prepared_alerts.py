@@ -205,20 +205,24 @@ async def test_an_incident_event_after_the_firing_numbers_its_facts_after_the_al
     assert breaches_counted(worker.table) == 1  # counted with the reply's KPI plan, once
 
 
-async def test_a_crash_after_the_firing_sends_the_same_breach_again_with_its_sequence() -> None:
-    worker = Worker({})
+async def breach_sent_then_taken_over(worker: Worker) -> tuple[Any, Any, Worker]:
+    """The firing sends INC-1's breach, and the worker dies before its due record is applied;
+    another takes the partition over (the rearm) and handles the due ticket: the breach as
+    first sent, as sent again, and the successor."""
     deadline = await breach_prepared(worker)
     worker.now = deadline
     await worker.fire()
     [sent] = worker.facts(BREACH)
-
-    # The worker dies before its due record is applied; another takes the partition over.
     successor = Worker(dict(worker.table), now=deadline + 2 * S)
-    state = successor.state("INC-1")
-    successor.proc.index.schedule("INC-1", PARTITION, next_wakeup(state))  # the rearm
+    successor.proc.index.schedule("INC-1", PARTITION, next_wakeup(successor.state("INC-1")))
     [handled] = await successor.tick()
-
     [again] = [f for f in handled.facts if f.type == BREACH]
+    return sent, again, successor
+
+
+async def test_a_crash_after_the_firing_sends_the_same_breach_again_with_its_sequence() -> None:
+    sent, again, successor = await breach_sent_then_taken_over(Worker({}))
+
     assert (again.sequence, again.time) == (sent.sequence, sent.time)  # consumers drop it
     assert successor.state("INC-1").version == sent.sequence
 
@@ -363,16 +367,8 @@ async def test_a_breach_sent_again_after_a_crash_is_the_same_event() -> None:
     """Same id, not only the same sequence: notify keys the escalation a breach starts by the
     breach's id, and a repeat with a new id paged the on-call twice (e2e fault run)."""
     worker = Worker({})
-    deadline = await breach_prepared(worker)
-    worker.now = deadline
-    await worker.fire()
-    [sent] = worker.facts(BREACH)
+    sent, again, _ = await breach_sent_then_taken_over(worker)
 
-    successor = Worker(dict(worker.table), now=deadline + 2 * S)
-    successor.proc.index.schedule("INC-1", PARTITION, next_wakeup(successor.state("INC-1")))
-    [handled] = await successor.tick()
-
-    [again] = [f for f in handled.facts if f.type == BREACH]
     assert again.id == sent.id
     other = Worker({})
     await breach_prepared(other, "INC-2")
